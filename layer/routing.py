@@ -35,6 +35,7 @@ Profiles (`ROUTERS`), each naming the release and the behaviour it reproduces:
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Callable, Sequence
 
@@ -326,7 +327,13 @@ class PubSub33(PubSub):
         n = len(hosts)
         if n == 1:
             return 0
-        return abs(python_str_hash(value, self.hash_seed)) % n
+        return _salted_index(value, self.hash_seed, n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _salted_index(value: str, hash_seed: int, n: int) -> int:
+    # The pure-Python SipHash costs microseconds; a process sees few distinct names.
+    return abs(python_str_hash(value, hash_seed)) % n
 
 
 def _fixed(ring: str) -> Callable[..., Router]:
