@@ -1,0 +1,1 @@
+"""Experiments that reproduce the documented claims of the sharding model."""

@@ -1,0 +1,390 @@
+"""Scenarios: every setting of a run, with its default, in one frozen value.
+
+A scenario is a TOML file (or the built-in default, `sim/default.toml`: the
+deployment the Channels docs describe). `load_scenario` reads and validates it;
+every unknown key or bad value is a `ScenarioError` whose one-line message names the
+key, the value and what is allowed. Variants are made with `dataclasses.replace`, and
+the whole scenario is embedded in every result (`Scenario.to_dict`).
+
+TOML layout (every key optional)::
+
+    seed = 1                    # all randomness derives from it
+    router = "channels_redis-4" # every process's profile, unless overridden
+    shards = 3
+    interface_servers = 4
+    workers = 20
+    duration = 60.0             # seconds of offered load
+    drain = 10.0                # seconds after the load stops before the run ends
+    expiry = 60.0               # message time-to-live, seconds
+    capacity = 100              # per-channel capacity
+    group_expiry = 86400.0
+    client_timeout = 60.0       # an interface server gives up on a client after this
+    reply = "send"              # workers reply by "send" or through a per-client "group"
+    request_channel = "http.request"
+    service_time = 0.05         # mean seconds a worker spends on a request
+    service_distribution = "exponential"   # or "constant"
+    hash_seeds = "per-process"  # or "same": PYTHONHASHSEED of each process (pub/sub 3.3)
+
+    [load]
+    kind = "poisson"            # "poisson", "burst" or "fixed"
+    rate = 200.0                # requests per second (poisson)
+    requests = 0                # stop after this many (0: as many as the duration gives)
+    burst_size = 50             # "burst": this many at once ...
+    burst_interval = 1.0        # ... every this many seconds
+
+    [topology]
+    clusters = 1                # shards and workers split into this many clusters
+    responses = "shared"        # "shared": one ring of all shards for responses;
+                                # "cluster": each process uses its own cluster's shards
+
+    [[processes]]               # per-process overrides (a rolling upgrade, a bad host list)
+    name = "worker3"
+    router = "fixed"
+    hosts = ["shard0", "shard1"]
+    hash_seed = 7
+
+    [[faults]]
+    kind = "shard_crash"        # shard_crash, worker_crash, iface_crash, partition, host_change
+    at = 20.0
+    target = "shard1"           # a shard, or a process (worker_crash, iface_crash)
+    duration = 5.0              # down time / partition length
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from layer.routing import PROFILE_NAMES
+
+__all__ = ["Scenario", "Load", "Topology", "ProcessOverride", "Fault", "ScenarioError",
+           "load_scenario", "default_scenario", "read_scenario_data",
+           "scenario_from_dict", "FAULT_KINDS"]
+
+FAULT_KINDS = ("shard_crash", "worker_crash", "iface_crash", "partition", "host_change")
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override that cannot be run; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Load:
+    kind: str = "poisson"
+    rate: float = 200.0
+    requests: int = 0
+    burst_size: int = 50
+    burst_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    clusters: int = 1
+    responses: str = "shared"
+
+
+@dataclass(frozen=True)
+class ProcessOverride:
+    name: str
+    router: str | None = None
+    hosts: tuple[str, ...] | None = None
+    hash_seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: float
+    target: str = ""
+    duration: float = 0.0
+    shard: str = ""
+    hosts: tuple[str, ...] = ()
+    processes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int = 1
+    router: str = "channels_redis-4"
+    shards: int = 3
+    interface_servers: int = 4
+    workers: int = 20
+    duration: float = 60.0
+    drain: float = 10.0
+    expiry: float = 60.0
+    capacity: int = 100
+    group_expiry: float = 86400.0
+    client_timeout: float = 60.0
+    reply: str = "send"
+    request_channel: str = "http.request"
+    service_time: float = 0.05
+    service_distribution: str = "exponential"
+    hash_seeds: str = "per-process"
+    load: Load = field(default_factory=Load)
+    topology: Topology = field(default_factory=Topology)
+    processes: tuple[ProcessOverride, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    name: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole scenario as plain data (for results)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def shard_names(self) -> tuple[str, ...]:
+        return tuple(f"shard{i}" for i in range(self.shards))
+
+    @property
+    def process_names(self) -> tuple[str, ...]:
+        return (tuple(f"iface{i}" for i in range(self.interface_servers))
+                + tuple(f"worker{i}" for i in range(self.workers)))
+
+
+# -- validation ---------------------------------------------------------------------
+
+def _fail(where: str, key: str, value: Any, allowed: str) -> None:
+    raise ScenarioError(f"{where}key {key!r} = {value!r}: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# key -> (check, what is allowed); checks take the value and return True when fine.
+def _int_range(lo: int, hi: int | None = None):
+    def check(v: Any) -> bool:
+        return _is_int(v) and v >= lo and (hi is None or v <= hi)
+    return check, (f"must be an integer from {lo} to {hi}" if hi is not None
+                   else f"must be an integer >= {lo}")
+
+
+def _positive():
+    return (lambda v: _is_num(v) and v > 0), "must be a number > 0"
+
+
+def _non_negative():
+    return (lambda v: _is_num(v) and v >= 0), "must be a number >= 0"
+
+
+def _choice(*options: str):
+    return (lambda v: v in options), "must be one of " + ", ".join(repr(o) for o in options)
+
+
+def _string():
+    return (lambda v: isinstance(v, str) and v != ""), "must be a non-empty string"
+
+
+_TOP = {
+    "seed": _int_range(0, 2**63 - 1),
+    "router": _choice(*PROFILE_NAMES),
+    "shards": _int_range(1, 64),
+    "interface_servers": _int_range(1, 1000),
+    "workers": _int_range(1, 10000),
+    "duration": _positive(),
+    "drain": _non_negative(),
+    "expiry": _positive(),
+    "capacity": _int_range(1),
+    "group_expiry": _positive(),
+    "client_timeout": _positive(),
+    "reply": _choice("send", "group"),
+    "request_channel": _string(),
+    "service_time": _non_negative(),
+    "service_distribution": _choice("exponential", "constant"),
+    "hash_seeds": _choice("per-process", "same"),
+    "name": _string(),
+}
+_LOAD = {
+    "kind": _choice("poisson", "burst", "fixed"),
+    "rate": _positive(),
+    "requests": _int_range(0),
+    "burst_size": _int_range(1),
+    "burst_interval": _positive(),
+}
+_TOPOLOGY = {
+    "clusters": _int_range(1, 64),
+    "responses": _choice("shared", "cluster"),
+}
+_TABLES = {"load", "topology", "processes", "faults"}
+
+
+def _check_table(data: Any, spec: dict, where: str) -> dict:
+    if not isinstance(data, dict):
+        _fail("", where.rstrip("."), data, "must be a table")
+    for key, value in data.items():
+        if key not in spec:
+            allowed = ", ".join(sorted(spec))
+            raise ScenarioError(f"{where}key {key!r} is unknown; allowed: {allowed}")
+        check, allowed = spec[key]
+        if not check(value):
+            _fail(where, key, value, allowed)
+    return dict(data)
+
+
+def _hosts(value: Any, where: str, key: str, shard_names: tuple[str, ...]) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(h, str) for h in value)):
+        _fail(where, key, value, "must be a non-empty list of shard names")
+    bad = [h for h in value if h not in shard_names]
+    if bad:
+        _fail(where, key, value, "every entry must be one of " + ", ".join(shard_names))
+    if len(set(value)) != len(value):
+        _fail(where, key, value, "must not name a shard twice")
+    return tuple(value)
+
+
+def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
+    if not isinstance(items, list):
+        _fail("", "processes", items, "must be an array of tables ([[processes]])")
+    out, seen = [], set()
+    names = sc.process_names
+    for i, item in enumerate(items):
+        where = f"processes[{i}]."
+        if not isinstance(item, dict):
+            _fail("", f"processes[{i}]", item, "must be a table")
+        unknown = set(item) - {"name", "router", "hosts", "hash_seed"}
+        if unknown:
+            raise ScenarioError(f"{where}key {sorted(unknown)[0]!r} is unknown; "
+                                "allowed: hash_seed, hosts, name, router")
+        name = item.get("name")
+        if name not in names:
+            _fail(where, "name", name, f"must name a process: iface0..iface"
+                  f"{sc.interface_servers - 1} or worker0..worker{sc.workers - 1}")
+        if name in seen:
+            _fail(where, "name", name, "must not be overridden twice")
+        seen.add(name)
+        router = item.get("router")
+        if router is not None and router not in PROFILE_NAMES:
+            _fail(where, "router", router, "must be one of " + ", ".join(PROFILE_NAMES))
+        hosts = item.get("hosts")
+        if hosts is not None:
+            hosts = _hosts(hosts, where, "hosts", sc.shard_names)
+        seed = item.get("hash_seed")
+        if seed is not None and not (_is_int(seed) and 0 <= seed <= 4294967295):
+            _fail(where, "hash_seed", seed, "must be an integer from 0 to 4294967295")
+        out.append(ProcessOverride(name, router, hosts, seed))
+    return tuple(out)
+
+
+def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
+    if not isinstance(items, list):
+        _fail("", "faults", items, "must be an array of tables ([[faults]])")
+    out = []
+    shards, procs = sc.shard_names, sc.process_names
+    workers = tuple(p for p in procs if p.startswith("worker"))
+    ifaces = tuple(p for p in procs if p.startswith("iface"))
+    allowed_keys = {"kind", "at", "target", "duration", "shard", "hosts", "processes"}
+    for i, item in enumerate(items):
+        where = f"faults[{i}]."
+        if not isinstance(item, dict):
+            _fail("", f"faults[{i}]", item, "must be a table")
+        unknown = set(item) - allowed_keys
+        if unknown:
+            raise ScenarioError(f"{where}key {sorted(unknown)[0]!r} is unknown; "
+                                "allowed: " + ", ".join(sorted(allowed_keys)))
+        kind = item.get("kind")
+        if kind not in FAULT_KINDS:
+            _fail(where, "kind", kind, "must be one of " + ", ".join(FAULT_KINDS))
+        at = item.get("at")
+        if not (_is_num(at) and at >= 0):
+            _fail(where, "at", at, "must be a number of seconds >= 0")
+        duration = item.get("duration", 0.0)
+        if not (_is_num(duration) and duration >= 0):
+            _fail(where, "duration", duration, "must be a number of seconds >= 0")
+        target = item.get("target", "")
+        shard = item.get("shard", "")
+        hosts: tuple[str, ...] = ()
+        processes: tuple[str, ...] = ()
+        if kind == "shard_crash" and target not in shards:
+            _fail(where, "target", target, "must be a shard: " + ", ".join(shards))
+        if kind == "worker_crash" and target not in workers:
+            _fail(where, "target", target, f"must be a worker: worker0..worker{len(workers) - 1}")
+        if kind == "iface_crash" and target not in ifaces:
+            _fail(where, "target", target, f"must be an interface server: iface0..iface{len(ifaces) - 1}")
+        if kind == "partition":
+            if target not in procs:
+                _fail(where, "target", target, "must be a process name (iface0, worker3, ...)")
+            if shard not in shards:
+                _fail(where, "shard", shard, "must be a shard: " + ", ".join(shards))
+            if duration <= 0:
+                _fail(where, "duration", duration, "must be > 0 for a partition")
+        if kind == "host_change":
+            hosts = _hosts(item.get("hosts"), where, "hosts", shards)
+            raw = item.get("processes", "all")
+            if raw == "all":
+                processes = procs
+            elif isinstance(raw, list) and raw and all(p in procs for p in raw):
+                processes = tuple(raw)
+            else:
+                _fail(where, "processes", raw, "must be \"all\" or a list of process names")
+        elif "hosts" in item or "processes" in item:
+            raise ScenarioError(f"{where}keys 'hosts' and 'processes' are for kind "
+                                f"'host_change', not {kind!r}")
+        out.append(Fault(kind, float(at), target, float(duration), shard, hosts, processes))
+    return tuple(sorted(out, key=lambda f: f.at))
+
+
+def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
+    """Validate plain data (as read from TOML) and build a `Scenario`."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"scenario {name!r} must be a TOML table")
+    top = {k: v for k, v in data.items() if k not in _TABLES}
+    top = _check_table(top, _TOP, "")
+    top = {k: float(v) if isinstance(Scenario.__dataclass_fields__[k].default, float)
+           else v for k, v in top.items()}
+    top.setdefault("name", name)
+    load = _check_table(data.get("load", {}), _LOAD, "load.")
+    load = {k: float(v) if k in ("rate", "burst_interval") else v for k, v in load.items()}
+    topology = _check_table(data.get("topology", {}), _TOPOLOGY, "topology.")
+    sc = Scenario(**top, load=Load(**load), topology=Topology(**topology))
+    if sc.topology.clusters > 1:
+        if sc.shards % sc.topology.clusters or sc.workers % sc.topology.clusters:
+            _fail("topology.", "clusters", sc.topology.clusters,
+                  f"must divide both shards ({sc.shards}) and workers ({sc.workers})")
+    sc = dataclasses.replace(sc, processes=_processes(data.get("processes", []), sc))
+    sc = dataclasses.replace(sc, faults=_faults(data.get("faults", []), sc))
+    return sc
+
+
+def read_scenario_data(path: str | None) -> tuple[dict[str, Any], str]:
+    """The raw table of a TOML scenario file (None: the built-in default) and its name.
+
+    Callers may merge command-line overrides into it before `scenario_from_dict`.
+    """
+    if path is None:
+        text = resources.files("sim").joinpath("default.toml").read_text()
+        return tomllib.loads(text), "default"
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"scenario file {path!r} is a directory") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"scenario file {path!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"scenario file {path!r} is not UTF-8 text") from None
+    return data, path.rsplit("/", 1)[-1].removesuffix(".toml")
+
+
+def load_scenario(path: str | None, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read, override and validate a scenario (None: the built-in default)."""
+    data, name = read_scenario_data(path)
+    data.update(overrides or {})
+    try:
+        return scenario_from_dict(data, name)
+    except ScenarioError as e:
+        raise ScenarioError(f"{path or 'default scenario'}: {e}") from None
+
+
+def default_scenario() -> Scenario:
+    """The built-in scenario: the deployment the Channels docs describe."""
+    return load_scenario(None)

@@ -1,0 +1,595 @@
+"""The simulated deployment: interface servers, workers, shards, load and faults.
+
+Every message is placed by the sending process's own router (`layer.routing`), on
+that process's own host list; nothing here computes a shard. Every fate passes
+through `World.settle`, which applies the precedence of causes:
+
+- a message written where its listener never looks is ``misrouted``, whatever
+  later removes it (expiry, a crash, the end of the run);
+- otherwise a response whose interface server had died (or restarted under a new
+  prefix) by the time of its fate is ``orphaned``.
+
+Processes
+---------
+Interface server (``iface0``...): owns a response-channel prefix
+(``http.response.<8 letters>!``; a 2015 profile uses ``!http.response.<token>``
+names), listens where its router says, turns each client request into a message
+on ``request_channel``, and (``reply = "group"``) adds its response channel to a
+per-client group first. It is modelled as always listening on its listen shards, so
+a response that reaches the right shard is received at once; a response that
+arrives after ``client_timeout`` finds the client gone (``orphaned``).
+
+Worker (``worker0``...): repeatedly asks its router which shard to poll for the
+request channel and waits there (with the profile's timeout, or until a message
+arrives when the profile's receive stayed on one shard), serves for a drawn
+service time, then replies by ``send()`` or ``group_send()`` through its router.
+
+Host-list changes reload a process's layer in place: same name and prefix, a new
+router instance (its round robin restarts at host 0) on the new list.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+import simpy
+
+from layer.routing import make_router
+from sim.ledger import (DELIVERED, DROPPED_BY_DEAD_WORKER, DUPLICATE, EXPIRED,
+                        IN_FLIGHT, LOST_IN_CRASH, MISROUTED, ORPHANED, REJECTED_FULL,
+                        REQUEST, RESPONSE, UNREACHABLE, Ledger)
+from sim.monitors import Monitors
+from sim.scenario import Fault, Scenario
+from sim.shard import Msg, Shard
+from sim.topology import build_topology
+
+__all__ = ["World", "SimulationError"]
+
+# Fates that a message written to the wrong shard gets instead: the misroute is the
+# cause (a key on a shard nobody reads fills up, expires or crashes with it).
+_MISROUTE_WINS = (EXPIRED, LOST_IN_CRASH, IN_FLIGHT, ORPHANED, REJECTED_FULL)
+_ORPHAN_WINS = (EXPIRED, LOST_IN_CRASH, IN_FLIGHT)
+_RETRY = 1.0  # seconds a receiver waits before reconnecting after an error
+
+
+class SimulationError(RuntimeError):
+    """The run broke its own accounting (a bug, never a result)."""
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+class _Process:
+    """What interface servers and workers share: identity, router, host lists."""
+
+    def __init__(self, world: "World", name: str):
+        node = world.graph.nodes[name]
+        self.world = world
+        self.env = world.env
+        self.name = name
+        self.router_name = node["router"]
+        self.hash_seed = node["hash_seed"]
+        self.hosts: tuple[str, ...] = node["hosts"]
+        self.response_hosts: tuple[str, ...] = node["response_hosts"]
+        self.gen = 0
+        self.up = True
+        self.ended: dict[int, float] = {}
+        self.router = None
+        self._new_router()
+
+    def _new_router(self) -> None:
+        rng = random.Random(f"{self.world.sc.seed}/{self.name}/layer{self.gen}")
+        seed = self.hash_seed
+        if self.gen and self.world.sc.hash_seeds == "per-process":
+            seed = random.Random(f"{self.world.sc.seed}/{self.name}/hash_seed/{self.gen}"
+                                 ).randrange(1, 2**32)  # a restarted process re-salts
+        self.router = make_router(self.router_name, rng=rng, hash_seed=seed)
+
+
+class Iface(_Process):
+    def __init__(self, world: "World", name: str):
+        super().__init__(world, name)
+        self.rng = random.Random(f"{world.sc.seed}/{name}")
+        self.listening: dict[str, frozenset] = {}   # key -> shard names listened on
+        self.readable = frozenset(self.response_hosts)
+        self.groups: dict[str, str] = {}             # group -> shard holding membership
+        self._new_prefix()
+
+    def _new_prefix(self) -> None:
+        letters = "".join(self.rng.choice(string.ascii_letters) for _ in range(8))
+        if self.router.dialect == "channels-2015":
+            self.prefix = f"!http.response.{letters}"
+        else:
+            self.prefix = f"http.response.{letters}!"
+        self.count = 0
+
+    # -- listening ------------------------------------------------------------------
+    def listen_ids(self, key: str, channel: str) -> frozenset:
+        ids = self.listening.get(key)
+        if ids is None:
+            hosts = self.response_hosts
+            ids = frozenset(hosts[i] for i in self.router.listen_shards(channel, hosts))
+        return ids
+
+    def _register(self, key: str, channel: str) -> None:
+        hosts = self.response_hosts
+        ids = frozenset(hosts[i] for i in self.router.listen_shards(channel, hosts))
+        self.listening[key] = ids
+        partitions = self.world.partitions
+        for sid in ids:
+            if (self.name, sid) not in partitions:
+                self.world.shards[sid].listen(key, self.on_message)
+
+    def _unregister(self, key: str) -> None:
+        for sid in self.listening.pop(key, ()):
+            self.world.shards[sid].unlisten(key, self.on_message)
+
+    def _detach_all(self) -> None:
+        for key in list(self.listening):
+            for sid in self.listening[key]:
+                self.world.shards[sid].unlisten(key, self.on_message)
+
+    # -- requests and responses -----------------------------------------------------
+    def request(self) -> None:
+        w = self.world
+        token = _b36(self.count)
+        self.count += 1
+        channel = self.prefix + token
+        router = self.router
+        pubsub = router.storage == "pubsub"
+        group = None
+        if w.sc.reply == "group":
+            group = f"client.{self.name}.{self.gen}.{token}"
+            if pubsub:
+                key = router.group_channel(group)
+                self._register(key, key)
+            else:
+                self._group_add(group, channel)
+        if not pubsub or group is None:
+            key = router.storage_key(channel)
+            if key not in self.listening:
+                self._register(key, channel)
+        msg = Msg(REQUEST, self, self.gen, channel, self.env.now, group)
+        w.send_request(self, msg)
+
+    def _group_add(self, group: str, channel: str) -> None:
+        hosts = self.response_hosts
+        sid = hosts[self.router.group_shard(group, hosts)]
+        shard = self.world.shards[sid]
+        if shard.up and (self.name, sid) not in self.world.partitions:
+            shard.group_add(group, channel, self.world.sc.group_expiry)
+            self.groups[group] = sid
+
+    def on_message(self, msg: Msg) -> None:
+        """A response reached a key this server listens on."""
+        w = self.world
+        now = self.env.now
+        if msg.owner is not self or msg.owner_gen != self.gen:
+            w.settle(msg, ORPHANED)
+        elif now - msg.start > w.sc.client_timeout:
+            w.settle(msg, ORPHANED)
+        else:
+            w.settle(msg, DELIVERED)
+            w.ledger.latency.add(now - msg.start)
+        router = self.router
+        if router.storage == "pubsub" and msg.group is not None:
+            self._unregister(router.group_channel(msg.group))
+        elif router.storage_key(msg.channel) == msg.channel:
+            self._unregister(msg.channel)    # a per-request key: stop listening
+        if msg.group is not None:
+            sid = self.groups.pop(msg.group, None)
+            if sid is not None and w.shards[sid].up:
+                w.shards[sid].group_discard(msg.group, msg.channel)
+
+    # -- faults ---------------------------------------------------------------------
+    def crash(self) -> None:
+        self.up = False
+        self.ended[self.gen] = self.env.now
+        self._detach_all()
+        self.listening.clear()
+        self.groups.clear()
+
+    def restart(self) -> None:
+        self.gen += 1
+        self.up = True
+        self._new_router()
+        self._new_prefix()
+
+    def change_hosts(self, hosts: tuple[str, ...]) -> None:
+        self._detach_all()
+        pending = dict(self.listening)
+        self.listening.clear()
+        self.hosts = self.response_hosts = hosts
+        self.readable = frozenset(hosts)
+        self._new_router()
+        for key in pending:  # keep listening for what is outstanding, on the new list
+            self._register(key, key)
+
+    def partition(self, sid: str, on: bool) -> None:
+        shard = self.world.shards[sid]
+        for key, ids in self.listening.items():
+            if sid in ids:
+                if on:
+                    shard.unlisten(key, self.on_message)
+                else:
+                    shard.listen(key, self.on_message)
+
+
+class Worker(_Process):
+    def __init__(self, world: "World", name: str):
+        super().__init__(world, name)
+        self.rng = random.Random(f"{world.sc.seed}/{name}/service")
+        self.holding: Msg | None = None
+        self.wait_ev = None
+        self.wait_at: tuple[str, str] | None = None
+        self.inbox: list[Msg] = []
+        self._sub: tuple[str, str] | None = None
+        self.proc = self.env.process(self.run())
+
+    def service_time(self) -> float:
+        sc = self.world.sc
+        if sc.service_distribution == "constant" or sc.service_time == 0:
+            return sc.service_time
+        return self.rng.expovariate(1.0 / sc.service_time)
+
+    def run(self):
+        try:
+            if self.router.storage == "pubsub":
+                yield from self._run_pubsub()
+            else:
+                yield from self._run_queue()
+        except simpy.Interrupt:
+            self._drop_all()
+
+    def _run_queue(self):
+        w = self.world
+        env = self.env
+        key = w.sc.request_channel
+        router = self.router
+        sticky = router.poll_sticks
+        timeout = router.receive_timeout
+        while True:
+            router = self.router  # a host change swaps it
+            hosts = self.hosts
+            sid = hosts[router.poll_shard(hosts)]
+            shard = w.shards[sid]
+            if not shard.up or (self.name, sid) in w.partitions:
+                yield env.timeout(_RETRY)
+                continue
+            msg = shard.take(key)
+            if msg is None:
+                ev = env.event()
+                self.wait_ev, self.wait_at = ev, (sid, key)
+                shard.wait(key, ev)
+                if sticky:
+                    msg = yield ev
+                else:
+                    yield ev | env.timeout(timeout)
+                    if not ev.triggered:
+                        ev.succeed(None)  # retire it, so no send hands it a message
+                        shard.unwait(key, ev)
+                    msg = ev.value
+                self.wait_ev = self.wait_at = None
+                if msg is None:
+                    if sticky:
+                        yield env.timeout(_RETRY)  # the connection broke: reconnect
+                    continue
+            yield from self._serve(msg)
+
+    def _run_pubsub(self):
+        self._subscribe()
+        while True:
+            if not self.inbox:
+                self.wait_ev = self.env.event()
+                yield self.wait_ev
+                self.wait_ev = None
+                continue
+            yield from self._serve(self.inbox.pop(0))
+
+    def _subscribe(self) -> None:
+        key = self.world.sc.request_channel
+        sid = self.hosts[self.router.listen_shards(key, self.hosts)[0]]
+        self._sub = (sid, key)
+        self.world.shards[sid].listen(key, self._on_publish)
+
+    def _unsubscribe(self) -> None:
+        sub = self._sub
+        if sub is not None:
+            self.world.shards[sub[0]].unlisten(sub[1], self._on_publish)
+            self._sub = None
+
+    def _on_publish(self, msg: Msg) -> None:
+        self.inbox.append(msg)
+        if self.wait_ev is not None and not self.wait_ev.triggered:
+            self.wait_ev.succeed()
+
+    def _serve(self, msg: Msg):
+        self.holding = msg
+        yield self.env.timeout(self.service_time())
+        self.holding = None
+        self.world.settle(msg, DELIVERED)
+        self.world.reply(self, msg)
+
+    def _drop_all(self) -> None:
+        w = self.world
+        if self.holding is not None:
+            w.settle(self.holding, DROPPED_BY_DEAD_WORKER)
+            self.holding = None
+        ev = self.wait_ev
+        if ev is not None:
+            if ev.triggered and isinstance(ev.value, Msg):
+                w.settle(ev.value, DROPPED_BY_DEAD_WORKER)  # handed over as it died
+            elif self.wait_at is not None:
+                w.shards[self.wait_at[0]].unwait(self.wait_at[1], ev)
+                if not ev.triggered:
+                    ev.succeed(None)
+        self.wait_ev = self.wait_at = None
+        for m in self.inbox:
+            w.settle(m, DROPPED_BY_DEAD_WORKER)
+        self.inbox.clear()
+        self._unsubscribe()
+
+    def crash(self) -> None:
+        self.up = False
+        self.ended[self.gen] = self.env.now
+        if self.proc.is_alive:
+            self.proc.interrupt("crash")
+
+    def restart(self) -> None:
+        self.gen += 1
+        self.up = True
+        self._new_router()
+        self.proc = self.env.process(self.run())
+
+    def wake(self, sid: str | None = None) -> None:
+        """Break the current blocking receive (its connection failed or was replaced)."""
+        ev = self.wait_ev
+        if ev is not None and not ev.triggered and self.wait_at is not None \
+                and (sid is None or self.wait_at[0] == sid):
+            self.world.shards[self.wait_at[0]].unwait(self.wait_at[1], ev)
+            ev.succeed(None)
+
+    def change_hosts(self, hosts: tuple[str, ...]) -> None:
+        self.hosts = self.response_hosts = hosts
+        self._new_router()
+        if self.router.storage == "pubsub":
+            self._unsubscribe()
+            self._subscribe()
+        else:
+            self.wake()
+
+
+class World:
+    """One run of one scenario."""
+
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+        self.env = simpy.Environment()
+        self.ledger = Ledger()
+        self.monitors = Monitors()
+        self.graph = build_topology(sc)
+        self.shards = {s: Shard(self.env, s, sc.expiry, self.settle) for s in sc.shard_names}
+        self.partitions: set[tuple[str, str]] = set()
+        # ChannelFull errors raised to senders (send()); group_send drops silently
+        self.channel_full_errors = 0
+        self.ifaces = [Iface(self, f"iface{i}") for i in range(sc.interface_servers)]
+        self.workers = [Worker(self, f"worker{i}") for i in range(sc.workers)]
+        self.procs = {p.name: p for p in (*self.ifaces, *self.workers)}
+        self.load_done = self.env.event()
+        self.env.process(self._load())
+        for fault in sc.faults:
+            self.env.process(self._fault(fault))
+
+    # -- accounting -----------------------------------------------------------------
+    def settle(self, msg: Msg, fate: int, at: float | None = None) -> None:
+        """Give ``msg`` its one fate (a second call for the same message is ignored)."""
+        if msg.done:
+            return
+        msg.done = True
+        if msg.misrouted and fate in _MISROUTE_WINS:
+            fate = MISROUTED
+        elif fate in _ORPHAN_WINS and msg.kind == RESPONSE:
+            ended = msg.owner.ended.get(msg.owner_gen)
+            if ended is not None and ended <= (self.env.now if at is None else at):
+                fate = ORPHANED
+        self.ledger.fates[msg.kind][fate] += 1
+
+    # -- writes ---------------------------------------------------------------------
+    def _reachable(self, sender: str, sid: str, msg: Msg) -> Shard | None:
+        shard = self.shards[sid]
+        if not shard.up:
+            self.settle(msg, LOST_IN_CRASH)
+            return None
+        if (sender, sid) in self.partitions:
+            self.settle(msg, UNREACHABLE)
+            return None
+        return shard
+
+    def send_request(self, iface: Iface, msg: Msg) -> None:
+        self.ledger.sent[REQUEST] += 1
+        router = iface.router
+        key = self.sc.request_channel
+        sid = iface.hosts[router.send_shard(key, iface.hosts)]
+        shard = self._reachable(iface.name, sid, msg)
+        if shard is None:
+            return
+        if router.storage == "pubsub":
+            self._publish(shard, key, msg, iface.name)
+        elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set"):
+            self.channel_full_errors += 1
+
+    def _publish(self, shard: Shard, key: str, msg: Msg, sender: str) -> None:
+        n = shard.publish(key, msg)
+        self.monitors.on_deliveries(self.env.now, key, sender, shard.name, n)
+        if n == 0:
+            if msg.kind == REQUEST:
+                msg.misrouted = True   # no worker listens on this shard
+            # pub/sub keeps nothing: lost at once; misrouted if the listener derived
+            # another shard, else nobody was subscribed any more (listener gone)
+            self.settle(msg, ORPHANED)
+        elif n > 1:
+            self.settle(msg, DUPLICATE)
+
+    def reply(self, worker: Worker, req: Msg) -> None:
+        owner = req.owner
+        resp = Msg(RESPONSE, owner, req.owner_gen, req.channel, req.start, req.group)
+        self.ledger.sent[RESPONSE] += 1
+        router = worker.router
+        hosts = worker.response_hosts
+        if req.group is None:
+            self._write_response(worker, resp, req.channel,
+                                 router.send_shard(req.channel, hosts))
+        elif router.storage == "pubsub":
+            gch = router.group_channel(req.group)
+            self._write_response(worker, resp, gch, router.send_shard(gch, hosts))
+        else:
+            self._group_send(worker, resp)
+
+    def _write_response(self, worker: Worker, msg: Msg, channel: str, idx: int) -> None:
+        router = worker.router
+        sid = worker.response_hosts[idx]
+        shard = self._reachable(worker.name, sid, msg)
+        if shard is None:
+            return
+        owner = msg.owner
+        key = router.storage_key(channel)
+        if owner.up and owner.gen == msg.owner_gen:
+            if not self.monitors.on_specific_write(
+                    self.env.now, channel, worker.name, sid,
+                    owner.listen_ids(key, channel), owner.readable):
+                msg.misrouted = True
+        if router.storage == "pubsub":
+            self._publish(shard, key, msg, worker.name)
+        elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set") \
+                and msg.group is None:
+            self.channel_full_errors += 1
+
+    def _group_send(self, worker: Worker, msg: Msg) -> None:
+        router = worker.router
+        hosts = worker.response_hosts
+        group = msg.group
+        gsid = hosts[router.group_shard(group, hosts)]
+        gshard = self._reachable(worker.name, gsid, msg)
+        if gshard is None:
+            return
+        members = gshard.group_members(group, self.sc.group_expiry)
+        if not members:
+            elsewhere = [s for s, sh in self.shards.items() if group in sh.groups]
+            if elsewhere:  # the membership is on a shard this worker does not derive
+                self.monitors.on_specific_write(self.env.now, group, worker.name, gsid,
+                                                frozenset(elsewhere), msg.owner.readable)
+                msg.misrouted = True
+            self.settle(msg, LOST_IN_CRASH if not elsewhere else EXPIRED)
+            return
+        for i, channel in enumerate(members):
+            copy = msg if i == 0 else Msg(RESPONSE, msg.owner, msg.owner_gen, channel,
+                                          msg.start, group)
+            if i:
+                self.ledger.sent[RESPONSE] += 1
+            copy.channel = channel
+            self._write_response(worker, copy, channel,
+                                 router.group_send_shard(channel, hosts))
+
+    # -- load -----------------------------------------------------------------------
+    def _pick_iface(self, rng: random.Random) -> Iface | None:
+        n = len(self.ifaces)
+        i = rng.randrange(n)
+        for j in range(n):
+            p = self.ifaces[(i + j) % n]
+            if p.up:
+                return p
+        return None
+
+    def _load(self):
+        sc, env = self.sc, self.env
+        load = sc.load
+        rng = random.Random(f"{sc.seed}/load")
+        limit = load.requests
+        count = 0
+        if load.kind == "poisson":
+            while True:
+                dt = rng.expovariate(load.rate)
+                if not limit and env.now + dt > sc.duration:
+                    break
+                yield env.timeout(dt)
+                p = self._pick_iface(rng)
+                if p is not None:
+                    p.request()
+                count += 1
+                if limit and count >= limit:
+                    break
+        else:
+            interval = 1.0 / load.rate if load.kind == "fixed" else load.burst_interval
+            size = 1 if load.kind == "fixed" else load.burst_size
+            total = limit or (int(sc.duration * load.rate) if load.kind == "fixed"
+                              else int(sc.duration / interval) * size)
+            while count < total:
+                for _ in range(min(size, total - count)):
+                    p = self._pick_iface(rng)
+                    if p is not None:
+                        p.request()
+                    count += 1
+                yield env.timeout(interval)
+        self.load_done.succeed(count)
+
+    # -- faults ---------------------------------------------------------------------
+    def _fault(self, f: Fault):
+        env = self.env
+        yield env.timeout(f.at)
+        if f.kind == "shard_crash":
+            self.shards[f.target].crash()
+            yield env.timeout(f.duration)
+            self.shards[f.target].restart()
+        elif f.kind in ("worker_crash", "iface_crash"):
+            p = self.procs[f.target]
+            if not p.up:
+                return
+            p.crash()
+            yield env.timeout(f.duration)
+            p.restart()
+        elif f.kind == "partition":
+            pair = (f.target, f.shard)
+            self.partitions.add(pair)
+            p = self.procs[f.target]
+            if isinstance(p, Iface):
+                p.partition(f.shard, True)
+            else:
+                p.wake(f.shard)
+            yield env.timeout(f.duration)
+            self.partitions.discard(pair)
+            if isinstance(p, Iface) and p.up:
+                p.partition(f.shard, False)
+        elif f.kind == "host_change":
+            for name in f.processes:
+                p = self.procs[name]
+                if p.up:
+                    p.change_hosts(f.hosts)
+
+    # -- the run --------------------------------------------------------------------
+    def finish(self) -> None:
+        """End of run: whatever has no fate yet is in flight (or expired by now)."""
+        left = lambda m: self.settle(m, IN_FLIGHT)  # noqa: E731
+        for shard in self.shards.values():
+            shard.finish(left)
+        for wk in self.workers:
+            if wk.holding is not None:
+                left(wk.holding)
+            ev = wk.wait_ev
+            if ev is not None and ev.triggered and isinstance(ev.value, Msg):
+                left(ev.value)
+            for m in wk.inbox:
+                left(m)
+        sent, fates = self.ledger.sent_by_kind(), self.ledger.fates_by_kind()
+        self.monitors.on_end(sent, fates)
+        bad = self.ledger.unbalanced()
+        if bad:
+            raise SimulationError(
+                f"fates do not add up for {', '.join(bad)}: sent {sent}, fates {fates}")
