@@ -147,7 +147,7 @@ class Scenario:
 # -- validation ---------------------------------------------------------------------
 
 def _fail(where: str, key: str, value: Any, allowed: str) -> None:
-    raise ScenarioError(f"{where}key {key!r} = {value!r}: {allowed}")
+    raise ScenarioError(f"key {where + key!r} = {value!r}: {allowed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -221,7 +221,7 @@ def _check_table(data: Any, spec: dict, where: str) -> dict:
     for key, value in data.items():
         if key not in spec:
             allowed = ", ".join(sorted(spec))
-            raise ScenarioError(f"{where}key {key!r} is unknown; allowed: {allowed}")
+            raise ScenarioError(f"key {where + key!r} is unknown; allowed: {allowed}")
         check, allowed = spec[key]
         if not check(value):
             _fail(where, key, value, allowed)
@@ -251,7 +251,7 @@ def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
             _fail("", f"processes[{i}]", item, "must be a table")
         unknown = set(item) - {"name", "router", "hosts", "hash_seed"}
         if unknown:
-            raise ScenarioError(f"{where}key {sorted(unknown)[0]!r} is unknown; "
+            raise ScenarioError(f"key {where + sorted(unknown)[0]!r} is unknown; "
                                 "allowed: hash_seed, hosts, name, router")
         name = item.get("name")
         if name not in names:
@@ -287,7 +287,7 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
             _fail("", f"faults[{i}]", item, "must be a table")
         unknown = set(item) - allowed_keys
         if unknown:
-            raise ScenarioError(f"{where}key {sorted(unknown)[0]!r} is unknown; "
+            raise ScenarioError(f"key {where + sorted(unknown)[0]!r} is unknown; "
                                 "allowed: " + ", ".join(sorted(allowed_keys)))
         kind = item.get("kind")
         if kind not in FAULT_KINDS:
@@ -325,7 +325,7 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
             else:
                 _fail(where, "processes", raw, "must be \"all\" or a list of process names")
         elif "hosts" in item or "processes" in item:
-            raise ScenarioError(f"{where}keys 'hosts' and 'processes' are for kind "
+            raise ScenarioError(f"keys {where}hosts and {where}processes are for kind "
                                 f"'host_change', not {kind!r}")
         out.append(Fault(kind, float(at), target, float(duration), shard, hosts, processes))
     return tuple(sorted(out, key=lambda f: f.at))

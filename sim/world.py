@@ -379,7 +379,7 @@ class World:
         self.shards = {s: Shard(self.env, s, sc.expiry, self.settle) for s in sc.shard_names}
         self.partitions: set[tuple[str, str]] = set()
         # ChannelFull errors raised to senders (send()); group_send drops silently
-        self.channel_full_errors = 0
+        self.channel_full_errors = [0, 0]  # by kind
         self.ifaces = [Iface(self, f"iface{i}") for i in range(sc.interface_servers)]
         self.workers = [Worker(self, f"worker{i}") for i in range(sc.workers)]
         self.procs = {p.name: p for p in (*self.ifaces, *self.workers)}
@@ -424,7 +424,7 @@ class World:
         if router.storage == "pubsub":
             self._publish(shard, key, msg, iface.name)
         elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set"):
-            self.channel_full_errors += 1
+            self.channel_full_errors[REQUEST] += 1
 
     def _publish(self, shard: Shard, key: str, msg: Msg, sender: str) -> None:
         n = shard.publish(key, msg)
@@ -470,7 +470,7 @@ class World:
             self._publish(shard, key, msg, worker.name)
         elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set") \
                 and msg.group is None:
-            self.channel_full_errors += 1
+            self.channel_full_errors[RESPONSE] += 1
 
     def _group_send(self, worker: Worker, msg: Msg) -> None:
         router = worker.router

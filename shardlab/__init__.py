@@ -1,0 +1,1 @@
+"""shardlab: the command line and package metadata."""
