@@ -39,6 +39,22 @@ _UCS2 = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
 _UCS4 = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"
 
 
+def _sipround(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
+    """One SipRound (two half-rounds) on 64-bit words."""
+    M = _M64
+    v0 = (v0 + v1) & M
+    v2 = (v2 + v3) & M
+    v1 = ((v1 << 13 | v1 >> 51) & M) ^ v0
+    v3 = ((v3 << 16 | v3 >> 48) & M) ^ v2
+    v0 = (v0 << 32 | v0 >> 32) & M
+    v2 = (v2 + v1) & M
+    v0 = (v0 + v3) & M
+    v1 = ((v1 << 17 | v1 >> 47) & M) ^ v2
+    v3 = ((v3 << 21 | v3 >> 43) & M) ^ v0
+    v2 = (v2 << 32 | v2 >> 32) & M
+    return v0, v1, v2, v3
+
+
 def siphash13(k0: int, k1: int, data: bytes) -> int:
     """SipHash-1-3 of ``data`` under the 128-bit key ``(k0, k1)``, as a uint64.
 
@@ -57,33 +73,13 @@ def siphash13(k0: int, k1: int, data: bytes) -> int:
     v1 = k1 ^ 0x646F72616E646F6D
     v2 = k0 ^ 0x6C7967656E657261
     v3 = k1 ^ 0x7465646279746573
-    M = _M64
     for m in words:
         v3 ^= m
-        # One SipRound (two half-rounds).
-        v0 = (v0 + v1) & M
-        v2 = (v2 + v3) & M
-        v1 = ((v1 << 13 | v1 >> 51) & M) ^ v0
-        v3 = ((v3 << 16 | v3 >> 48) & M) ^ v2
-        v0 = (v0 << 32 | v0 >> 32) & M
-        v2 = (v2 + v1) & M
-        v0 = (v0 + v3) & M
-        v1 = ((v1 << 17 | v1 >> 47) & M) ^ v2
-        v3 = ((v3 << 21 | v3 >> 43) & M) ^ v0
-        v2 = (v2 << 32 | v2 >> 32) & M
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)  # SipHash-1-3: one round per word
         v0 ^= m
     v2 ^= 0xFF
-    for _ in range(3):
-        v0 = (v0 + v1) & M
-        v2 = (v2 + v3) & M
-        v1 = ((v1 << 13 | v1 >> 51) & M) ^ v0
-        v3 = ((v3 << 16 | v3 >> 48) & M) ^ v2
-        v0 = (v0 << 32 | v0 >> 32) & M
-        v2 = (v2 + v1) & M
-        v0 = (v0 + v3) & M
-        v1 = ((v1 << 17 | v1 >> 47) & M) ^ v2
-        v3 = ((v3 << 21 | v3 >> 43) & M) ^ v0
-        v2 = (v2 << 32 | v2 >> 32) & M
+    for _ in range(3):                              # ... and three to finish
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     return v0 ^ v1 ^ v2 ^ v3
 
 
