@@ -117,6 +117,11 @@ class Router:
         return self.kind(channel) != names.NORMAL
 
     # -- the profile's answers ----------------------------------------------------
+    def send_rule(self, channel: str) -> str:
+        """How ``send()`` picks the shard: ``"hash"`` of the name, ``"round robin"``
+        per process, or ``"random"``."""
+        return "hash" if "!" in channel else "round robin"
+
     def storage_key(self, channel: str) -> str:
         """The key a message for ``channel`` is stored (and received) under."""
         return names.non_local_name(channel)
@@ -203,8 +208,8 @@ class AsgiRedis14(Router):
     storage = "key_ttl"
     poll_sticks = False
 
-    def storage_key(self, channel: str) -> str:
-        return names.non_local_name(channel)
+    def send_rule(self, channel: str) -> str:
+        return "hash" if self.is_specific(channel) else "round robin"
 
     def send_shard(self, channel: str, hosts: Hosts) -> int:
         if self.is_specific(channel):
@@ -231,6 +236,9 @@ class AsgiRedis10(AsgiRedis14):
 
     def storage_key(self, channel: str) -> str:
         return channel
+
+    def send_rule(self, channel: str) -> str:
+        return "hash" if self.is_specific(channel) else "random"
 
     def send_shard(self, channel: str, hosts: Hosts) -> int:
         if self.is_specific(channel):
@@ -262,6 +270,9 @@ class Channels2015(AsgiRedis10):
     receive_timeout = 1.0
     key_prefix = "django-channels:"
 
+    def send_rule(self, channel: str) -> str:
+        return "random"
+
     def send_shard(self, channel: str, hosts: Hosts) -> int:
         if channel.startswith("!"):
             message_key = f"{self.key_prefix}{self.rng.getrandbits(128):032x}"
@@ -290,6 +301,9 @@ class PubSub(Router):
 
     def is_specific(self, channel: str) -> bool:
         return True  # every name is routed by its hash
+
+    def send_rule(self, channel: str) -> str:
+        return "hash"
 
     def send_shard(self, channel: str, hosts: Hosts) -> int:
         return self._hash(channel, hosts)

@@ -54,36 +54,64 @@ def _router_name(text: str) -> str:
     return text
 
 
-def check_output_path(path: str, flag: str = "--json") -> str:
-    """Fail early (before any work) on an output path that cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
+def check_output_path(path: str, flag: str = "--json", inputs: Sequence[str] = ()) -> str:
+    """Fail early (before any work) on an output path that cannot be written whole.
+
+    Returns the real path to write (a symbolic link is followed to its target).
+    """
+    if not path:
+        raise UsageError(f"{flag} '': give a file name")
+    real = os.path.realpath(path)
+    if os.path.isdir(real):
+        raise UsageError(f"{flag} {path!r}: is a directory; give a file name")
+    if os.path.exists(real):
+        if not os.path.isfile(real):
+            raise UsageError(f"{flag} {path!r}: exists and is not a regular file")
+        if not os.access(real, os.W_OK):
+            raise UsageError(f"{flag} {path!r}: exists and is not writable")
+        if any(os.path.exists(i) and os.path.samefile(real, i) for i in inputs if i):
+            raise UsageError(f"{flag} {path!r}: is an input of this run; give another name")
+    directory = os.path.dirname(real)
     if not os.path.isdir(directory):
         raise UsageError(f"{flag} {path!r}: directory {directory!r} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path!r}: is a directory; give a file name")
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"{flag} {path!r}: directory {directory!r} is not writable")
-    return directory
+    try:  # the rename needs a file of our own in that directory
+        fd, probe = tempfile.mkstemp(prefix=".shardlab-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path!r}: cannot write in {directory!r}: "
+                         f"{e.strerror}") from None
+    return real
 
 
-def write_json_atomic(path: str, data: Any) -> None:
+def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:
     """Write ``data`` as JSON to ``path`` whole, or leave ``path`` untouched."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    directory = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".shardlab-", suffix=".json", dir=directory)
+    real = check_output_path(path, inputs=inputs)
+    fd, tmp = tempfile.mkstemp(prefix=".shardlab-", suffix=".json",
+                               dir=os.path.dirname(real))
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
+        os.replace(tmp, real)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+_MIN_WIDTH = 150
+
+
 def _stdout_console() -> Console:
-    """The terminal's width on a terminal; wide enough for whole rows in a pipe."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    """Wide enough for whole rows: a narrow terminal wraps lines rather than lose digits."""
+    console = Console()
+    if console.width < _MIN_WIDTH:
+        console = Console(width=_MIN_WIDTH)
+    return console
 
 
 def _default_routers() -> list[str]:
@@ -98,63 +126,120 @@ def _fmt_latency(x: float | None) -> str:
     return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
 
 
+def _pct(part: int, whole: int) -> str:
+    """A share that never rounds a shortfall up to 100 % (or a trace down to 0 %)."""
+    if whole == 0:
+        return "-"
+    p = 100.0 * part / whole
+    if part < whole:
+        p = min(p, 99.9)
+    if part > 0:
+        p = max(p, 0.1)
+    return f"{p:.1f}%" if p < 100 else "100%"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+_ROW_LEGEND = (
+    "requests, responses: messages sent. lost req: requests with a loss fate.",
+    "delivered, misrouted, other lost: responses (share of responses sent); other lost:"
+    " expired, lost_in_crash, rejected_full, dropped_by_dead_worker, orphaned, unreachable.",
+    "in flight: still queued or being served at the end. p50, p99: client request to"
+    " delivered response.",
+)
+
+
 def _run_table(results: list[dict[str, Any]], title: str) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("router", "requests", "responses", "delivered", "misrouted", "expired",
-                "other", "p50", "p99", "properties"):
+    for col in ("router", "requests", "lost req", "responses", "delivered", "misrouted",
+                "other lost", "in flight", "p50", "p99", "properties"):
         t.add_column(col, justify="left" if col in ("router", "properties") else "right",
-                     no_wrap=col != "properties")
+                     no_wrap=True)
     for r in results:
         sent = r["sent"]
-        resp = r["fates_by_kind"]["response"]
-        f = r["fates"]
-        n_resp = max(1, sent["response"])
-        other = sum(f[k] for k in _LOSSES if k != "expired") + f["duplicate"]
+        req, resp = r["fates_by_kind"]["request"], r["fates_by_kind"]["response"]
+        lost_req = sum(v for k, v in req.items()
+                       if k not in ("delivered", "in_flight", "duplicate"))
+        other = sum(v for k, v in resp.items()
+                    if k not in ("delivered", "misrouted", "in_flight", "duplicate"))
         broken = [name for name, v in r["invariants"].items() if not v["holds"]]
+        if broken:
+            props = "[red]✗ " + ", ".join(broken) + "[/red]"
+        elif sent["response"] == 0:
+            props = "[yellow]no responses to check[/yellow]"
+        else:
+            props = "[green]all hold[/green]"
         t.add_row(
-            r["router"], str(sent["request"]), str(sent["response"]),
-            f"{resp['delivered']} {100 * resp['delivered'] / n_resp:3.0f}%",
-            f"{f['misrouted']} {100 * resp['misrouted'] / n_resp:3.0f}%",
-            str(f["expired"]), str(other),
+            r["router"], str(sent["request"]), str(lost_req), str(sent["response"]),
+            f"{resp['delivered']} {_pct(resp['delivered'], sent['response'])}",
+            f"{resp['misrouted']} {_pct(resp['misrouted'], sent['response'])}",
+            str(other), str(r["fates"]["in_flight"]),
             _fmt_latency(r["latency_s"]["p50"]), _fmt_latency(r["latency_s"]["p99"]),
-            "[red]✗ " + ", ".join(broken) + "[/red]" if broken else "[green]all hold[/green]",
-        )
+            props)
     return t
 
 
 def _notes(results: list[dict[str, Any]]) -> list[str]:
-    out = ["delivered and misrouted: responses (share of responses sent); other: "
-           "lost_in_crash, rejected_full, dropped_by_dead_worker, orphaned, unreachable, "
-           "duplicate (all kinds); latency: client request to response, delivered ones"]
+    out = list(_ROW_LEGEND)
     for r in results:
         name = r["router"]
+        req = r["fates_by_kind"]["request"]
+        if req["misrouted"]:
+            out.append(f"{name}: {_plural(req['misrouted'], 'request')} misrouted "
+                       "(published where no worker listens)")
+        if r["fates"]["duplicate"]:
+            out.append(f"{name}: {_plural(r['fates']['duplicate'], 'message')} delivered "
+                       "more than once (a pub/sub publish reaches every subscriber)")
         for prop, v in r["invariants"].items():
             if v["holds"]:
                 continue
             first = v["first_violation"] or {}
-            line = f"{name}: {prop} broken {v['violations']} times"
+            line = f"{name}: {prop} broken {_plural(v['violations'], 'time')}"
             if prop == "rendezvous" and first:
                 line += (f"; first at t={first['time']} s: {first['sender']} wrote "
-                         f"{first['channel']} to {first['shard_written']}, its owner "
-                         f"listens on {', '.join(first['shards_listened']) or 'nothing'}")
+                         f"{first['channel']} to {first['shard_written']}, its listener "
+                         f"is on {', '.join(first['shards_listened']) or 'no shard'}")
             out.append(line)
         full = r["channel_full_errors"]
         if full["response"] and r["fates_by_kind"]["response"]["misrouted"]:
-            out.append(f"{name}: workers got ChannelFull on {full['response']} replies: "
-                       "misrouted replies fill the owner's key on shards it never reads")
+            out.append(f"{name}: workers got ChannelFull on "
+                       f"{_plural(full['response'], 'reply')}: misrouted replies fill "
+                       "the owner's key on shards it never reads")
         elif full["response"]:
-            out.append(f"{name}: workers got ChannelFull on {full['response']} replies")
+            out.append(f"{name}: workers got ChannelFull on "
+                       f"{_plural(full['response'], 'reply')}")
         if full["request"]:
-            out.append(f"{name}: interface servers got ChannelFull on {full['request']} "
-                       "requests (a shard's request queue was full)")
+            out.append(f"{name}: interface servers got ChannelFull on "
+                       f"{_plural(full['request'], 'request')} (a request queue was full)")
     return out
+
+
+def _title(sc) -> str:
+    parts = [f"scenario {sc.name!r}: {sc.shards} shards", f"{sc.interface_servers} "
+             "interface servers", f"{sc.workers} workers", f"seed {sc.seed}",
+             f"reply by {sc.reply}"]
+    if sc.topology.clusters > 1:
+        parts.append(f"{sc.topology.clusters} clusters ({sc.topology.responses} "
+                     "response ring)")
+    if sc.faults:
+        parts.append(_plural(len(sc.faults), "fault"))
+    mixed = [o.name for o in sc.processes if o.router]
+    if mixed:
+        parts.append(f"{len(mixed)} of {sc.interface_servers + sc.workers} processes on "
+                     "their own router (the row names the default)")
+    other_hosts = [o.name for o in sc.processes if o.hosts]
+    if other_hosts:
+        parts.append(f"{_plural(len(other_hosts), 'process')} with own host lists")
+    return ", ".join(parts)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sim.runner import expected_requests, run_scenario
 
-    if args.json:
-        check_output_path(args.json)
+    if args.json is not None:
+        check_output_path(args.json, inputs=[args.scenario or ""])
     overrides: dict[str, Any] = {}
     if args.shards is not None:
         overrides["shards"] = args.shards
@@ -190,16 +275,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         results = [run_scenario(sc) for sc in scenarios]
 
-    if args.json:
-        write_json_atomic(args.json, {"mode": "sim", "runs": results})
+    if args.json is not None:
+        write_json_atomic(args.json, {"mode": "sim", "runs": results},
+                          inputs=[args.scenario or ""])
     if not args.quiet:
         out = _stdout_console()
-        sc = scenarios[0]
-        out.print(_run_table(results, f"scenario {sc.name!r}: {sc.shards} shards, "
-                             f"{sc.interface_servers} interface servers, {sc.workers} "
-                             f"workers, seed {sc.seed}, reply by {sc.reply}"))
+        out.print(_run_table(results, _title(scenarios[0])))
         for line in _notes(results):
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -212,50 +295,86 @@ def _load_table(path: str | None) -> dict[str, Any]:
 
 # -- shardlab route ---------------------------------------------------------------------
 
+def _hash_seeds(text: str) -> tuple[int, int]:
+    try:
+        a, _, b = text.partition(",")
+        seeds = (int(a), int(b or a))
+    except ValueError:
+        seeds = None
+    if seeds is None or not all(0 <= x <= 4294967295 for x in seeds):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be SENDER,LISTENER: two integers from 0 to 4294967295")
+    return seeds
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     routers = list(dict.fromkeys(args.router)) if args.router else _default_routers()
     hosts = tuple(f"shard{i}" for i in range(args.hosts))
-    rows = []
+    send_seed, listen_seed = args.hash_seeds
+    rows, skipped = [], []
     for name in args.names:
         for rname in routers:
-            router = make_router(rname)
+            # Two processes, as in a deployment: the sender and the listener.
+            sender = make_router(rname, hash_seed=send_seed)
+            listener = make_router(rname, hash_seed=listen_seed)
             try:
-                names.validate_channel_name(name, router.dialect)
+                names.validate_channel_name(name, sender.dialect)
             except names.ChannelNameError as e:
-                if len(routers) == 1 or args.router:
+                if args.router:
                     raise UsageError(f"{e} (router {rname})") from None
-                continue  # another generation's name: not routable by this profile
+                skipped.append(f"{name} under {rname}: {e}")
+                continue
+            rule = sender.send_rule(name)
+            send = sender.send_shard(name, hosts) if rule == "hash" else None
+            listen = list(listener.listen_shards(name, hosts))
+            specific = sender.is_specific(name)
             rows.append({
-                "name": name,
-                "router": rname,
-                "hosts": args.hosts,
-                "kind": names.kind_of(name, router.dialect),
-                "non_local_name": names.non_local_name(name)
-                if router.dialect == "channels" else router.storage_key(name),
-                "send_shard": router.send_shard(name, hosts),
-                "listen_shards": list(router.listen_shards(name, hosts)),
-                "group_send_shard": router.group_send_shard(name, hosts),
+                "name": name, "router": rname, "hosts": args.hosts,
+                "kind": names.kind_of(name, sender.dialect),
+                "stored_under": sender.storage_key(name),
+                "send_rule": rule, "send_shard": send, "listen_shards": listen,
+                "group_send_shard": sender.group_send_shard(name, hosts)
+                if specific and rule == "hash" else None,
+                "meets": (send in listen) if specific and send is not None else None,
+                "hash_seeds": [send_seed, listen_seed]
+                if rname == "channels_redis-pubsub-3.3" else None,
             })
         if not any(r["name"] == name for r in rows):
             raise UsageError(f"channel name {name!r} is valid under none of the routers "
                              f"asked for ({', '.join(routers)})")
+    err = Console(stderr=True)
+    for line in skipped:
+        err.print(f"not routable: {line}", highlight=False, soft_wrap=True)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     t = Table(title=f"where each channel goes with {args.hosts} host(s)", title_justify="left")
     for col in ("channel", "router", "kind", "stored under", "send to", "listens on",
                 "group_send to", "meets?"):
-        t.add_column(col, no_wrap=col in ("channel", "router"))
+        t.add_column(col, no_wrap=True)
+    n = args.hosts
     for r in rows:
-        specific = r["kind"] != names.NORMAL
-        meets = ("yes" if r["send_shard"] in r["listen_shards"] else "[red]NO[/red]") \
-            if specific else "any worker"
-        send = str(r["send_shard"]) if specific else "random" \
-            if r["router"] in ("channels-2015", "asgi_redis-1.0") else "round robin"
-        listen = ", ".join(map(str, r["listen_shards"])) if specific else "any"
-        t.add_row(r["name"], r["router"], r["kind"], r["non_local_name"], send, listen,
-                  str(r["group_send_shard"]) if specific else "-", meets)
-    _stdout_console().print(t)
+        specific = r["kind"] != names.NORMAL or r["send_rule"] == "hash"
+        if r["send_rule"] != "hash":
+            send = r["send_rule"]
+        else:
+            send = str(r["send_shard"])
+        if not specific:
+            meets, listen = "any worker", "any"
+        else:
+            listen = ", ".join(map(str, r["listen_shards"]))
+            if r["meets"] is None:
+                meets = f"[red]1 in {n}[/red]" if n > 1 else "yes"
+            else:
+                meets = "yes" if r["meets"] else "[red]NO[/red]"
+        group = "-" if r["group_send_shard"] is None else str(r["group_send_shard"])
+        t.add_row(r["name"], r["router"], r["kind"], r["stored_under"], send, listen,
+                  group, meets)
+    out = _stdout_console()
+    out.print(t)
+    if "channels_redis-pubsub-3.3" in routers:
+        out.print(f"channels_redis-pubsub-3.3: sender hash seed {send_seed}, listener "
+                  f"hash seed {listen_seed} (--hash-seeds)", highlight=False)
     return 0
 
 
@@ -303,29 +422,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "route", help="show where channel names go, per router",
-        description="For each channel name: its kind, the key it is stored under, the "
-                    "shard a send() goes to, the shard(s) its receiver listens on, the "
-                    "shard a group_send() writes to, and whether send and listener meet. "
-                    "Normal channels rotate or go at random; their send shard is the "
-                    "first choice of a fresh process.",
+        description="For each channel name and router profile: its kind, the key it is "
+                    "stored under, the shard a send() goes to (or its rule: round robin "
+                    "or random), the shard(s) its receiver listens on, the shard a "
+                    "group_send() writes to, and whether a sender and the listener "
+                    "meet. Sender and listener are two processes of the same profile. "
+                    "Names a profile cannot route (another generation's syntax) are "
+                    "listed on stderr.",
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     q.add_argument("names", nargs="+", metavar="NAME", help="channel names")
     q.add_argument("--router", action="append", type=_router_name, metavar="NAME",
                    help="router profile (repeatable; default: every profile)")
     q.add_argument("--hosts", type=_positive_int("--hosts", 1, 64), default=3, metavar="N",
                    help="number of hosts in the layer's host list (default: 3)")
+    q.add_argument("--hash-seeds", type=_hash_seeds, default=(1, 2),
+                   metavar="SENDER,LISTENER",
+                   help="PYTHONHASHSEED of the sending and the listening process, for "
+                        "channels_redis-pubsub-3.3 (default: 1,2)")
     q.add_argument("--json", action="store_true",
-                   help="print JSON: a list of {name, router, hosts, kind, "
-                        "non_local_name, send_shard, listen_shards, group_send_shard}")
+                   help="print JSON: a list of {name, router, hosts, kind, stored_under, "
+                        "send_rule, send_shard (null unless hashed), listen_shards, "
+                        "group_send_shard, meets, hash_seeds}")
     q.set_defaults(func=cmd_route)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed
+        sys.stdout = open(os.devnull, "w")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except (ScenarioError, RouterError, names.ChannelNameError, UsageError) as e:
         print(f"shardlab: error: {e}", file=sys.stderr)
         return 2
@@ -333,7 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("shardlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader went away (| head): stop quietly, and keep the interpreter's
+        # final flush from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        print(f"shardlab: error: cannot write output: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

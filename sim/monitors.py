@@ -48,6 +48,15 @@ class Monitors:
                           self._detail(now, channel, sender, shard, readable, "readable"))
         return ok
 
+    def on_rendezvous(self, now: float, channel: str, sender: str, shard: str,
+                      listened: frozenset) -> bool:
+        """A message routed by its name (a pub/sub publish); True if a listener is there."""
+        self.checked["rendezvous"] += 1
+        ok = _rendezvous(shard, listened)
+        if not ok:
+            self._violate("rendezvous", self._detail(now, channel, sender, shard, listened))
+        return ok
+
     def on_deliveries(self, now: float, channel: str, sender: str, shard: str,
                       deliveries: int) -> None:
         self.checked["at_most_once"] += 1

@@ -43,22 +43,25 @@ TOML layout (every key optional)::
     hosts = ["shard0", "shard1"]
     hash_seed = 7
 
-    [[faults]]
-    kind = "shard_crash"        # shard_crash, worker_crash, iface_crash, partition, host_change
-    at = 20.0
-    target = "shard1"           # a shard, or a process (worker_crash, iface_crash)
-    duration = 5.0              # down time / partition length
+    [[faults]]                  # the keys each kind takes:
+    kind = "shard_crash"        #   shard_crash, worker_crash, iface_crash: target, duration
+    at = 20.0                   #   partition: target (a process), shard, duration
+    target = "shard1"           #   host_change: hosts, processes (default "all")
+    duration = 5.0              # how long it lasts; a crashed part then comes back
+                                # empty (a shard) or as a fresh process
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from layer.names import ChannelNameError, validate_channel_name
 from layer.routing import PROFILE_NAMES
 
 __all__ = ["Scenario", "Load", "Topology", "ProcessOverride", "Fault", "ScenarioError",
@@ -146,8 +149,27 @@ class Scenario:
 
 # -- validation ---------------------------------------------------------------------
 
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in TOML (not as Python prints it)."""
+    if value is _MISSING or value is None:
+        return "(missing)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (str, list)):
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except ValueError:
+            return repr(value)
+    return repr(value)
+
+
 def _fail(where: str, key: str, value: Any, allowed: str) -> None:
-    raise ScenarioError(f"key {where + key!r} = {value!r}: {allowed}")
+    raise ScenarioError(f"key {where + key!r} = {_show(value)}: {allowed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -155,7 +177,9 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    if _is_int(v):  # TOML integers are unbounded in tomllib: 10**400 is no float
+        return -1e308 <= v <= 1e308
+    return isinstance(v, float) and math.isfinite(v)
 
 
 # key -> (check, what is allowed); checks take the value and return True when fine.
@@ -166,12 +190,23 @@ def _int_range(lo: int, hi: int | None = None):
                    else f"must be an integer >= {lo}")
 
 
-def _positive():
-    return (lambda v: _is_num(v) and v > 0), "must be a number > 0"
+def _positive(hi: float = 1e9):
+    return (lambda v: _is_num(v) and 0 < v <= hi), f"must be a finite number > 0 and <= {hi:g}"
 
 
-def _non_negative():
-    return (lambda v: _is_num(v) and v >= 0), "must be a number >= 0"
+def _non_negative(hi: float = 1e9):
+    return (lambda v: _is_num(v) and 0 <= v <= hi), f"must be a finite number >= 0 and <= {hi:g}"
+
+
+def _normal_channel():
+    def check(v: Any) -> bool:
+        try:
+            validate_channel_name(v, "channels")
+        except ChannelNameError:
+            return False
+        return "!" not in v
+    return check, ("must be a normal channel name: ASCII letters, digits, '-', '_' or "
+                   "'.', no '!', fewer than 100 characters")
 
 
 def _choice(*options: str):
@@ -188,14 +223,14 @@ _TOP = {
     "shards": _int_range(1, 64),
     "interface_servers": _int_range(1, 1000),
     "workers": _int_range(1, 10000),
-    "duration": _positive(),
-    "drain": _non_negative(),
+    "duration": _positive(1e7),
+    "drain": _non_negative(1e7),
     "expiry": _positive(),
     "capacity": _int_range(1),
     "group_expiry": _positive(),
     "client_timeout": _positive(),
     "reply": _choice("send", "group"),
-    "request_channel": _string(),
+    "request_channel": _normal_channel(),
     "service_time": _non_negative(),
     "service_distribution": _choice("exponential", "constant"),
     "hash_seeds": _choice("per-process", "same"),
@@ -203,9 +238,9 @@ _TOP = {
 }
 _LOAD = {
     "kind": _choice("poisson", "burst", "fixed"),
-    "rate": _positive(),
-    "requests": _int_range(0),
-    "burst_size": _int_range(1),
+    "rate": _positive(1e6),
+    "requests": _int_range(0, 10_000_000),
+    "burst_size": _int_range(1, 1_000_000),
     "burst_interval": _positive(),
 }
 _TOPOLOGY = {
@@ -220,7 +255,7 @@ def _check_table(data: Any, spec: dict, where: str) -> dict:
         _fail("", where.rstrip("."), data, "must be a table")
     for key, value in data.items():
         if key not in spec:
-            allowed = ", ".join(sorted(spec))
+            allowed = ", ".join(sorted(spec) + (sorted(_TABLES) if where == "" else []))
             raise ScenarioError(f"key {where + key!r} is unknown; allowed: {allowed}")
         check, allowed = spec[key]
         if not check(value):
@@ -273,6 +308,16 @@ def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
     return tuple(out)
 
 
+# The keys each fault kind takes (beyond "kind" and "at").
+FAULT_KEYS = {
+    "shard_crash": ("target", "duration"),
+    "worker_crash": ("target", "duration"),
+    "iface_crash": ("target", "duration"),
+    "partition": ("target", "shard", "duration"),
+    "host_change": ("hosts", "processes"),
+}
+
+
 def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
     if not isinstance(items, list):
         _fail("", "faults", items, "must be an array of tables ([[faults]])")
@@ -280,55 +325,61 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
     shards, procs = sc.shard_names, sc.process_names
     workers = tuple(p for p in procs if p.startswith("worker"))
     ifaces = tuple(p for p in procs if p.startswith("iface"))
-    allowed_keys = {"kind", "at", "target", "duration", "shard", "hosts", "processes"}
+    targets = {
+        "shard_crash": (shards, "a shard: " + ", ".join(shards)),
+        "worker_crash": (workers, f"a worker: worker0..worker{len(workers) - 1}"),
+        "iface_crash": (ifaces, f"an interface server: iface0..iface{len(ifaces) - 1}"),
+        "partition": (procs, "a process name (iface0, worker3, ...)"),
+    }
+    # A fault after the end of the run would never fire: refuse it (when the end is known).
+    end = None if sc.load.requests else sc.duration + sc.drain
     for i, item in enumerate(items):
         where = f"faults[{i}]."
         if not isinstance(item, dict):
             _fail("", f"faults[{i}]", item, "must be a table")
-        unknown = set(item) - allowed_keys
-        if unknown:
-            raise ScenarioError(f"key {where + sorted(unknown)[0]!r} is unknown; "
-                                "allowed: " + ", ".join(sorted(allowed_keys)))
-        kind = item.get("kind")
+        kind = item.get("kind", _MISSING)
         if kind not in FAULT_KINDS:
             _fail(where, "kind", kind, "must be one of " + ", ".join(FAULT_KINDS))
-        at = item.get("at")
-        if not (_is_num(at) and at >= 0):
-            _fail(where, "at", at, "must be a number of seconds >= 0")
+        allowed = ("kind", "at") + FAULT_KEYS[kind]
+        unknown = sorted(set(item) - set(allowed))
+        if unknown:
+            raise ScenarioError(f"key {where + unknown[0]!r} is not used by kind {kind!r}; "
+                                "allowed: " + ", ".join(allowed))
+        missing = [k for k in allowed if k not in item and k != "processes"]
+        if missing:
+            _fail(where, missing[0], _MISSING, f"is required for kind {kind!r}")
+        at = item["at"]
+        if not (_is_num(at) and at >= 0) or (end is not None and at > end):
+            _fail(where, "at", at, "must be a number of seconds from 0 to "
+                  + (f"{end:g} (the end of the run)" if end is not None else "1e9"))
         duration = item.get("duration", 0.0)
-        if not (_is_num(duration) and duration >= 0):
-            _fail(where, "duration", duration, "must be a number of seconds >= 0")
+        if "duration" in allowed and not (_is_num(duration) and 0 < duration <= 1e9):
+            _fail(where, "duration", duration, "must be a number of seconds > 0 (how long "
+                  "it lasts; a crashed part comes back after it)")
         target = item.get("target", "")
+        if kind in targets and target not in targets[kind][0]:
+            _fail(where, "target", target, "must be " + targets[kind][1])
         shard = item.get("shard", "")
+        if kind == "partition" and shard not in shards:
+            _fail(where, "shard", shard, "must be a shard: " + ", ".join(shards))
         hosts: tuple[str, ...] = ()
         processes: tuple[str, ...] = ()
-        if kind == "shard_crash" and target not in shards:
-            _fail(where, "target", target, "must be a shard: " + ", ".join(shards))
-        if kind == "worker_crash" and target not in workers:
-            _fail(where, "target", target, f"must be a worker: worker0..worker{len(workers) - 1}")
-        if kind == "iface_crash" and target not in ifaces:
-            _fail(where, "target", target, f"must be an interface server: iface0..iface{len(ifaces) - 1}")
-        if kind == "partition":
-            if target not in procs:
-                _fail(where, "target", target, "must be a process name (iface0, worker3, ...)")
-            if shard not in shards:
-                _fail(where, "shard", shard, "must be a shard: " + ", ".join(shards))
-            if duration <= 0:
-                _fail(where, "duration", duration, "must be > 0 for a partition")
         if kind == "host_change":
-            hosts = _hosts(item.get("hosts"), where, "hosts", shards)
+            hosts = _hosts(item["hosts"], where, "hosts", shards)
             raw = item.get("processes", "all")
             if raw == "all":
                 processes = procs
-            elif isinstance(raw, list) and raw and all(p in procs for p in raw):
+            elif (isinstance(raw, list) and raw and all(p in procs for p in raw)
+                  and len(set(raw)) == len(raw)):
                 processes = tuple(raw)
             else:
-                _fail(where, "processes", raw, "must be \"all\" or a list of process names")
-        elif "hosts" in item or "processes" in item:
-            raise ScenarioError(f"keys {where}hosts and {where}processes are for kind "
-                                f"'host_change', not {kind!r}")
+                _fail(where, "processes", raw, "must be \"all\" or a list of distinct "
+                      "process names (iface0, worker3, ...)")
         out.append(Fault(kind, float(at), target, float(duration), shard, hosts, processes))
     return tuple(sorted(out, key=lambda f: f.at))
+
+
+_MAX_REQUESTS = 10_000_000
 
 
 def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
@@ -348,6 +399,13 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario
         if sc.shards % sc.topology.clusters or sc.workers % sc.topology.clusters:
             _fail("topology.", "clusters", sc.topology.clusters,
                   f"must divide both shards ({sc.shards}) and workers ({sc.workers})")
+    offered = sc.load.requests or (
+        sc.duration * sc.load.rate if sc.load.kind != "burst"
+        else sc.duration / sc.load.burst_interval * sc.load.burst_size)
+    if offered > _MAX_REQUESTS:
+        raise ScenarioError(f"keys 'duration' and 'load' offer {offered:.3g} requests; "
+                            f"allowed: at most {_MAX_REQUESTS} (use load.requests, a "
+                            "shorter duration or a lower rate)")
     sc = dataclasses.replace(sc, processes=_processes(data.get("processes", []), sc))
     sc = dataclasses.replace(sc, faults=_faults(data.get("faults", []), sc))
     return sc
@@ -363,7 +421,7 @@ def read_scenario_data(path: str | None) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), "default"
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            data = tomllib.loads(f.read().decode("utf-8-sig"))  # a BOM is harmless
     except FileNotFoundError:
         raise ScenarioError(f"scenario file {path!r} does not exist") from None
     except IsADirectoryError:
@@ -372,6 +430,8 @@ def read_scenario_data(path: str | None) -> tuple[dict[str, Any], str]:
         raise ScenarioError(f"scenario file {path!r} is not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ScenarioError(f"scenario file {path!r} is not UTF-8 text") from None
+    except OSError as e:
+        raise ScenarioError(f"scenario file {path!r} cannot be read: {e.strerror}") from None
     return data, path.rsplit("/", 1)[-1].removesuffix(".toml")
 
 

@@ -215,7 +215,7 @@ class Iface(_Process):
 
     def partition(self, sid: str, on: bool) -> None:
         shard = self.world.shards[sid]
-        for key, ids in self.listening.items():
+        for key, ids in list(self.listening.items()):  # listen() may deliver and unregister
             if sid in ids:
                 if on:
                     shard.unlisten(key, self.on_message)
@@ -428,10 +428,18 @@ class World:
 
     def _publish(self, shard: Shard, key: str, msg: Msg, sender: str) -> None:
         n = shard.publish(key, msg)
-        self.monitors.on_deliveries(self.env.now, key, sender, shard.name, n)
+        now = self.env.now
+        self.monitors.on_deliveries(now, key, sender, shard.name, n)
+        if msg.kind == REQUEST:
+            # pub/sub routes even the request channel by its name: the workers must
+            # have derived the same shard to subscribe on
+            listened = frozenset(w._sub[0] for w in self.workers if w._sub) if n == 0 \
+                else frozenset((shard.name,))
+            if not self.monitors.on_rendezvous(now, key, sender, shard.name, listened):
+                msg.misrouted = True
         if n == 0:
-            if msg.kind == REQUEST:
-                msg.misrouted = True   # no worker listens on this shard
+            if msg.kind == REQUEST and not msg.misrouted:
+                msg.misrouted = True   # no worker subscribed anywhere
             # pub/sub keeps nothing: lost at once; misrouted if the listener derived
             # another shard, else nobody was subscribed any more (listener gone)
             self.settle(msg, ORPHANED)
@@ -482,6 +490,9 @@ class World:
             return
         members = gshard.group_members(group, self.sc.group_expiry)
         if not members:
+            if group in gshard.groups:  # found where it was derived, past group_expiry
+                self.settle(msg, EXPIRED)
+                return
             elsewhere = [s for s, sh in self.shards.items() if group in sh.groups]
             if elsewhere:  # the membership is on a shard this worker does not derive
                 self.monitors.on_specific_write(self.env.now, group, worker.name, gsid,
@@ -572,6 +583,10 @@ class World:
                 p = self.procs[name]
                 if p.up:
                     p.change_hosts(f.hosts)
+                else:  # down: its restart reads the new configuration
+                    p.hosts = p.response_hosts = f.hosts
+                    if isinstance(p, Iface):
+                        p.readable = frozenset(f.hosts)
 
     # -- the run --------------------------------------------------------------------
     def finish(self) -> None:
