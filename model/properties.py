@@ -11,7 +11,15 @@ the few facts the property needs. Nothing else in the project restates them.
   can read at all (its host list), so it cannot leave the owner's cluster;
 - ``at_most_once``: no message is delivered more than once;
 - ``conservation``: every message sent has exactly one fate, so the fates add up to
-  the messages sent.
+  the messages sent;
+- ``owner_only``: a server never receives a response to a request it did not send;
+- ``no_silent_loss`` (an ``eventually`` property): a run without a crash, an expiry or a
+  worker crash ends with every request answered or explicitly refused (ChannelFull,
+  a connection error: an error the sender sees); at-most-once excuses the loss that
+  those faults cause.
+
+The simulator monitors `SIM_PROPERTIES`; the model checker (`model.checker`) evaluates
+`MODEL_PROPERTIES`.
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping
 
-__all__ = ["Property", "PROPERTIES", "SIM_PROPERTIES",
-           "rendezvous", "cluster_containment", "at_most_once", "conservation"]
+__all__ = ["Property", "PROPERTIES", "SIM_PROPERTIES", "MODEL_PROPERTIES",
+           "rendezvous", "cluster_containment", "at_most_once", "conservation",
+           "owner_only", "no_silent_loss", "SETTLED_OUTCOMES"]
 
 
 def rendezvous(written_shard: str, listened_shards: Collection[str]) -> bool:
@@ -41,6 +50,21 @@ def at_most_once(deliveries: int) -> bool:
 def conservation(sent: int, fates: Mapping[str, int]) -> bool:
     """True when the fates of the messages add up to the messages sent."""
     return sum(fates.values()) == sent
+
+
+def owner_only(receiver: str, owner: str) -> bool:
+    """True when the server that received a response is the one that sent the request."""
+    return receiver == owner
+
+
+#: Request outcomes that are not a silent loss: the client got its answer, or a sender
+#: saw an error (ChannelFull, an unreachable shard) that it can report.
+SETTLED_OUTCOMES = ("answered", "refused")
+
+
+def no_silent_loss(outcomes: Collection[str], excused: bool) -> bool:
+    """True when every request ended answered or refused, or a fault excuses the run."""
+    return excused or all(o in SETTLED_OUTCOMES for o in outcomes)
 
 
 @dataclass(frozen=True)
@@ -67,7 +91,18 @@ PROPERTIES: dict[str, Property] = {p.name: p for p in (
     Property("conservation", "always",
              "the fates of all messages add up to the messages sent",
              ("sent", "fates"), conservation),
+    Property("owner_only", "always",
+             "a server never receives a response to a request it did not send",
+             ("receiver", "owner"), owner_only),
+    Property("no_silent_loss", "eventually",
+             "a run without a crash, an expiry or a worker crash ends with every request "
+             "answered or explicitly refused",
+             ("outcomes", "excused"), no_silent_loss),
 )}
 
 #: The properties the simulator monitors, in report order.
 SIM_PROPERTIES = ("rendezvous", "cluster_containment", "at_most_once", "conservation")
+
+#: The properties the model checker evaluates, in report order.
+MODEL_PROPERTIES = ("rendezvous", "cluster_containment", "at_most_once", "owner_only",
+                    "no_silent_loss")
