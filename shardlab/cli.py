@@ -139,7 +139,11 @@ def _pct(part: int, whole: int) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}" + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
 
 
 _ROW_LEGEND = (
@@ -203,6 +207,9 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
                          f"is on {', '.join(first['shards_listened']) or 'no shard'}")
             out.append(line)
         full = r["channel_full_errors"]
+        if full["scripted"]:
+            out.append(f"{name}: senders got ChannelFull on "
+                       f"{_plural(full['scripted'], 'scripted send')}")
         if full["response"] and r["fates_by_kind"]["response"]["misrouted"]:
             out.append(f"{name}: workers got ChannelFull on "
                        f"{_plural(full['response'], 'reply')}: misrouted replies fill "
@@ -216,16 +223,95 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _script_table(results: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("router", "messages", "delivered", "misrouted", "rejected_full",
+                "other lost", "in flight", "properties"):
+        t.add_column(col, justify="left" if col in ("router", "properties") else "right",
+                     no_wrap=True)
+    for r in results:
+        f = r["fates_by_kind"]["scripted"]
+        n = r["sent"]["scripted"]
+        other = sum(v for k, v in f.items() if k not in
+                    ("delivered", "misrouted", "rejected_full", "in_flight"))
+        broken = [name for name, v in r["invariants"].items() if not v["holds"]]
+        t.add_row(r["router"], str(n), f"{f['delivered']} {_pct(f['delivered'], n)}",
+                  f"{f['misrouted']} {_pct(f['misrouted'], n)}", str(f["rejected_full"]),
+                  str(other), str(f["in_flight"]),
+                  "[red]✗ " + ", ".join(broken) + "[/red]" if broken
+                  else "[green]all hold[/green]")
+    return t
+
+
+def _trace_table(r: dict[str, Any]) -> Table:
+    """Each scripted message: where it was written and what became of it (identical
+    consecutive rows, such as a step with count = 5, are shown once with ×N)."""
+    t = Table(title=f"{r['router']}: what happened to each scripted message",
+              title_justify="left")
+    for col in ("step", "at", "actor", "op", "channel", "shard", "fate", "fate at",
+                "received"):
+        t.add_column(col, no_wrap=True, justify="right" if col in ("step", "at",
+                                                                   "fate at") else "left")
+    rows: list[list[Any]] = []
+    for e in r["trace"]:
+        key = [e["step"], e["at"], e["actor"], e["op"],
+               e["channel"] or f"group {e['group']}", e["shard"] or "-", e["fate"],
+               e["fate_at"], e["deliveries"]]
+        if rows and rows[-1][0] == key:
+            rows[-1][1] += 1
+        else:
+            rows.append([key, 1])
+    for key, n in rows:
+        step, at, actor, op, channel, shard, fate, fate_at, got = key
+        style = "green" if fate == "delivered" else "red" if fate in (
+            "misrouted", "rejected_full", "expired", "lost_in_crash", "orphaned",
+            "unreachable", "dropped_by_dead_worker") else "yellow"
+        t.add_row(str(step), f"{at:g}", actor, op + (f" ×{n}" if n > 1 else ""), channel,
+                  shard, f"[{style}]{fate}[/{style}]",
+                  "-" if fate_at is None else f"{fate_at:g}", str(got))
+    return t
+
+
+def _load_notes(r: dict[str, Any], scripted: bool) -> list[str]:
+    out = []
+    name = r["router"]
+    load = r["shard_load"]
+    if load["hot_shards"]:
+        writes = ", ".join(f"{s} {n}" for s, n in r["shard_writes"].items())
+        out.append(f"{name}: hot shard {', '.join(load['hot_shards'])}: imbalance "
+                   f"{load['imbalance']:g} (max over mean writes per shard; above 1.5 "
+                   f"flags a hot shard); writes: {writes}")
+    if scripted and r["queued_at_end"]:
+        left = "; ".join(f"{s}: " + ", ".join(f"{k} {n}" for k, n in keys.items())
+                         for s, keys in r["queued_at_end"].items())
+        out.append(f"{name}: left queued at the end: {left}")
+    x = r["cross_channel_full"]
+    if x["count"]:
+        first = x["first"]
+        out.append(f"{name}: cross-channel blocking: {_plural(x['count'], 'message')} "
+                   f"refused because other channels filled the shared key; first at "
+                   f"t={first['time']} s: {first['channel']} refused, key {first['key']} "
+                   f"on {first['shard']} full of {', '.join(first['filled_by'])} "
+                   f"({first['queued']} queued)")
+    return out
+
+
 def _title(sc) -> str:
-    parts = [f"scenario {sc.name!r}: {sc.shards} shards", f"{sc.interface_servers} "
-             "interface servers", f"{sc.workers} workers", f"seed {sc.seed}",
-             f"reply by {sc.reply}"]
+    if sc.interface_servers or not sc.steps:
+        parts = [f"scenario {sc.name!r}: {_plural(sc.shards, 'shard')}", f"{sc.interface_servers} "
+                 "interface servers", f"{sc.workers} workers", f"seed {sc.seed}",
+                 f"reply by {sc.reply}"]
+    else:
+        parts = [f"scenario {sc.name!r}: {_plural(sc.shards, 'shard')}",
+                 _plural(len(sc.actors), "scripted process"), _plural(len(sc.steps), "step"),
+                 f"capacity {sc.capacity}", f"expiry {sc.expiry:g} s"]
     if sc.topology.clusters > 1:
         parts.append(f"{sc.topology.clusters} clusters ({sc.topology.responses} "
                      "response ring)")
     if sc.faults:
         parts.append(_plural(len(sc.faults), "fault"))
-    mixed = [o.name for o in sc.processes if o.router]
+    mixed = [o.name for o in sc.processes if o.router] + [
+        a.name for a in sc.actors if a.router and a.router != sc.router]
     if mixed:
         parts.append(f"{len(mixed)} of {sc.interface_servers + sc.workers} processes on "
                      "their own router (the row names the default)")
@@ -280,9 +366,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                           inputs=[args.scenario or ""])
     if not args.quiet:
         out = _stdout_console()
-        out.print(_run_table(results, _title(scenarios[0])))
-        for line in _notes(results):
+        sc = scenarios[0]
+        scripted = bool(sc.steps)
+        if sc.interface_servers or not scripted:
+            out.print(_run_table(results, _title(sc)))
+            notes = _notes(results)
+        else:
+            out.print(_script_table(results, _title(sc)))
+            notes = [line for line in _notes(results)[len(_ROW_LEGEND):]]
+        for r in results:
+            notes += _load_notes(r, scripted)
+        for line in notes:
             out.print(line, highlight=False, soft_wrap=True)
+        if scripted:
+            for r in results:
+                out.print(_trace_table(r))
     return 0
 
 

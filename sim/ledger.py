@@ -32,15 +32,17 @@ import math
 __all__ = ["FATES", "KINDS", "Ledger", "LatencyHistogram",
            "DELIVERED", "MISROUTED", "EXPIRED", "LOST_IN_CRASH", "REJECTED_FULL",
            "DROPPED_BY_DEAD_WORKER", "ORPHANED", "UNREACHABLE", "DUPLICATE", "IN_FLIGHT",
-           "REQUEST", "RESPONSE"]
+           "REQUEST", "RESPONSE", "SCRIPTED"]
 
 FATES = ("delivered", "misrouted", "expired", "lost_in_crash", "rejected_full",
          "dropped_by_dead_worker", "orphaned", "unreachable", "duplicate", "in_flight")
 (DELIVERED, MISROUTED, EXPIRED, LOST_IN_CRASH, REJECTED_FULL, DROPPED_BY_DEAD_WORKER,
  ORPHANED, UNREACHABLE, DUPLICATE, IN_FLIGHT) = range(len(FATES))
 
-KINDS = ("request", "response")
-REQUEST, RESPONSE = range(len(KINDS))
+#: Message kinds: client requests, their responses, and the messages of a scripted
+#: scenario's steps (field cases).
+KINDS = ("request", "response", "scripted")
+REQUEST, RESPONSE, SCRIPTED = range(len(KINDS))
 
 _BUCKETS_PER_E = 100.0  # bucket width: a factor of e**(1/100), about 1 %
 _FLOOR = 1e-9           # latencies below a nanosecond share one bucket

@@ -58,7 +58,32 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
                       "p99": ledger.latency.quantile(0.99)},
         "invariants": world.monitors.report(),
         "channel_full_errors": dict(zip(KINDS, world.channel_full_errors)),
-        "shard_writes": {name: s.writes for name, s in world.shards.items()},
+        "shard_writes": {name: sum(s.writes) for name, s in world.shards.items()},
+        "shard_load": shard_load(world),
+        "queued_at_end": world.queued_at_end,
+        "cross_channel_full": {"count": world.cross_channel_full,
+                               "first": world.cross_channel_first},
         "config": sc.to_dict(),
+        **({"trace": world.trace} if sc.steps else {}),
+    }
+
+
+#: A shard is hot when it takes more than this many times the mean shard load.
+HOT_FACTOR = 1.5
+
+
+def shard_load(world: World) -> dict[str, Any]:
+    """Writes per shard (all kinds and by kind), the imbalance (max over mean) and the
+    hot shards, the figure the ``hot-shard`` question is about."""
+    writes = {name: sum(s.writes) for name, s in world.shards.items()}
+    total = sum(writes.values())
+    mean = total / len(writes)
+    imbalance = round(max(writes.values()) / mean, 4) if total else None
+    return {
+        "by_kind": {k: {name: s.writes[i] for name, s in world.shards.items()}
+                    for i, k in enumerate(KINDS)},
+        "imbalance": imbalance,
+        "hot_shards": [n for n, w in writes.items() if total and len(writes) > 1
+                       and w > HOT_FACTOR * mean],
     }
 

@@ -11,7 +11,7 @@ TOML layout (every key optional)::
     seed = 1                    # all randomness derives from it
     router = "channels_redis-4" # every process's profile, unless overridden
     shards = 3
-    interface_servers = 4
+    interface_servers = 4       # 0 with workers = 0: a scripted scenario only
     workers = 20
     duration = 60.0             # seconds of offered load
     drain = 10.0                # seconds after the load stops before the run ends
@@ -43,6 +43,20 @@ TOML layout (every key optional)::
     hosts = ["shard0", "shard1"]
     hash_seed = 7
 
+    [[actors]]                  # named processes of a scripted scenario (field cases)
+    name = "consumer"
+    prefix = "specific.AbCdEf!" # it owns and listens for every channel under it
+    channels = []               # ... and these (needed for pub/sub or whole-name keys)
+    listening = true            # false: a stalled consumer; messages stay queued
+    # router, hosts, hash_seed: as for [[processes]]
+
+    [[steps]]                   # what the actors do, and when
+    at = 0.0
+    actor = "worker"
+    op = "send"                 # send (channel), group_add and group_discard (group,
+    channel = "specific.AbCdEf!xyz"  # channel), group_send (group)
+    count = 1                   # do it this many times
+
     [[faults]]                  # the keys each kind takes:
     kind = "shard_crash"        #   shard_crash, worker_crash, iface_crash: target, duration
     at = 20.0                   #   partition: target (a process), shard, duration
@@ -56,16 +70,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from layer.names import ChannelNameError, validate_channel_name
+from layer.names import ChannelNameError, validate_channel_name, validate_group_name
 from layer.routing import PROFILE_NAMES
 
 __all__ = ["Scenario", "Load", "Topology", "ProcessOverride", "Fault", "ScenarioError",
-           "load_scenario", "default_scenario", "read_scenario_data",
+           "load_scenario", "default_scenario", "read_scenario_data", "Actor", "Step",
            "scenario_from_dict", "FAULT_KINDS"]
 
 FAULT_KINDS = ("shard_crash", "worker_crash", "iface_crash", "partition", "host_change")
@@ -110,6 +125,36 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """A named process of a scripted scenario (field cases): it owns ``channels`` (and
+    every channel under ``prefix``), listens for them unless ``listening`` is false (a
+    stalled consumer), and performs the `Step` s that name it."""
+
+    name: str
+    prefix: str = ""
+    channels: tuple[str, ...] = ()
+    router: str | None = None
+    hosts: tuple[str, ...] | None = None
+    hash_seed: int | None = None
+    listening: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted operation: at time ``at``, ``actor`` does ``op`` ``count`` times."""
+
+    at: float
+    actor: str
+    op: str
+    channel: str = ""
+    group: str = ""
+    count: int = 1
+
+
+STEP_OPS = ("send", "group_add", "group_discard", "group_send")  # see _STEP_KEYS
+
+
+@dataclass(frozen=True)
 class Scenario:
     seed: int = 1
     router: str = "channels_redis-4"
@@ -131,6 +176,8 @@ class Scenario:
     topology: Topology = field(default_factory=Topology)
     processes: tuple[ProcessOverride, ...] = ()
     faults: tuple[Fault, ...] = ()
+    actors: tuple[Actor, ...] = ()
+    steps: tuple[Step, ...] = ()
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +191,8 @@ class Scenario:
     @property
     def process_names(self) -> tuple[str, ...]:
         return (tuple(f"iface{i}" for i in range(self.interface_servers))
-                + tuple(f"worker{i}" for i in range(self.workers)))
+                + tuple(f"worker{i}" for i in range(self.workers))
+                + tuple(a.name for a in self.actors))
 
 
 # -- validation ---------------------------------------------------------------------
@@ -221,8 +269,8 @@ _TOP = {
     "seed": _int_range(0, 2**63 - 1),
     "router": _choice(*PROFILE_NAMES),
     "shards": _int_range(1, 64),
-    "interface_servers": _int_range(1, 1000),
-    "workers": _int_range(1, 10000),
+    "interface_servers": _int_range(0, 1000),
+    "workers": _int_range(0, 10000),
     "duration": _positive(1e7),
     "drain": _non_negative(1e7),
     "expiry": _positive(),
@@ -247,7 +295,7 @@ _TOPOLOGY = {
     "clusters": _int_range(1, 64),
     "responses": _choice("shared", "cluster"),
 }
-_TABLES = {"load", "topology", "processes", "faults"}
+_TABLES = {"load", "topology", "processes", "faults", "actors", "steps"}
 
 
 def _check_table(data: Any, spec: dict, where: str) -> dict:
@@ -337,21 +385,8 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
         where = f"faults[{i}]."
         if not isinstance(item, dict):
             _fail("", f"faults[{i}]", item, "must be a table")
-        kind = item.get("kind", _MISSING)
-        if kind not in FAULT_KINDS:
-            _fail(where, "kind", kind, "must be one of " + ", ".join(FAULT_KINDS))
+        kind, at = _tagged(item, where, "kind", FAULT_KEYS, ("processes",), end)
         allowed = ("kind", "at") + FAULT_KEYS[kind]
-        unknown = sorted(set(item) - set(allowed))
-        if unknown:
-            raise ScenarioError(f"key {where + unknown[0]!r} is not used by kind {kind!r}; "
-                                "allowed: " + ", ".join(allowed))
-        missing = [k for k in allowed if k not in item and k != "processes"]
-        if missing:
-            _fail(where, missing[0], _MISSING, f"is required for kind {kind!r}")
-        at = item["at"]
-        if not (_is_num(at) and at >= 0) or (end is not None and at > end):
-            _fail(where, "at", at, "must be a number of seconds from 0 to "
-                  + (f"{end:g} (the end of the run)" if end is not None else "1e9"))
         duration = item.get("duration", 0.0)
         if "duration" in allowed and not (_is_num(duration) and 0 < duration <= 1e9):
             _fail(where, "duration", duration, "must be a number of seconds > 0 (how long "
@@ -380,6 +415,131 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
 
 
 _MAX_REQUESTS = 10_000_000
+_ACTOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+_ACTOR_KEYS = ("name", "prefix", "channels", "router", "hosts", "hash_seed", "listening")
+_STEP_KEYS = {"send": ("actor", "channel", "count"),
+              "group_add": ("actor", "channel", "group", "count"),
+              "group_discard": ("actor", "channel", "group", "count"),
+              "group_send": ("actor", "group", "count")}
+
+
+def _tagged(item: dict, where: str, tag: str, keys: dict[str, tuple[str, ...]],
+            optional: tuple[str, ...], end: float | None) -> tuple[str, float]:
+    """Check a table whose ``tag`` (a fault's kind, a step's op) decides its keys:
+    the tag, unknown and missing keys, and ``at`` within the run. Returns both."""
+    value = item.get(tag, _MISSING)
+    if value not in keys:
+        _fail(where, tag, value, "must be one of " + ", ".join(keys))
+    allowed = (tag, "at") + keys[value]
+    unknown = sorted(set(item) - set(allowed))
+    if unknown:
+        raise ScenarioError(f"key {where + unknown[0]!r} is not used by {tag} {value!r}; "
+                            "allowed: " + ", ".join(allowed))
+    missing = [k for k in allowed if k not in item and k not in optional]
+    if missing:
+        _fail(where, missing[0], _MISSING, f"is required for {tag} {value!r}")
+    at = item["at"]
+    if not (_is_num(at) and at >= 0) or (end is not None and at > end):
+        _fail(where, "at", at, "must be a number of seconds from 0 to "
+              + (f"{end:g} (the end of the run)" if end is not None else "1e9"))
+    return value, at
+
+
+def _actors(items: Any, sc: Scenario) -> tuple[Actor, ...]:
+    if not isinstance(items, list):
+        _fail("", "actors", items, "must be an array of tables ([[actors]])")
+    out: list[Actor] = []
+    taken = set(sc.process_names)
+    for i, item in enumerate(items):
+        where = f"actors[{i}]."
+        if not isinstance(item, dict):
+            _fail("", f"actors[{i}]", item, "must be a table")
+        unknown = sorted(set(item) - set(_ACTOR_KEYS))
+        if unknown:
+            raise ScenarioError(f"key {where + unknown[0]!r} is unknown; allowed: "
+                                + ", ".join(_ACTOR_KEYS))
+        name = item.get("name", _MISSING)
+        if not isinstance(name, str) or not _ACTOR_NAME.match(name) \
+                or re.fullmatch(r"(iface|worker)\d+", name):
+            _fail(where, "name", name, "must be a short lower-case name (letters, digits, "
+                  "'-', '_'), not ifaceN or workerN")
+        if name in taken:
+            _fail(where, "name", name, "must not name two processes")
+        taken.add(name)
+        prefix = item.get("prefix", "")
+        if prefix and not (isinstance(prefix, str) and _valid_name(prefix)
+                           and prefix.endswith("!") and prefix.count("!") == 1):
+            _fail(where, "prefix", prefix, "must be a process-specific prefix ending at "
+                  "its only '!', such as \"specific.AbCd!\"")
+        channels = item.get("channels", [])
+        if not isinstance(channels, list) or not all(
+                isinstance(c, str) and _valid_name(c) for c in channels):
+            _fail(where, "channels", channels, "must be a list of valid channel names")
+        router = item.get("router")
+        if router is not None and router not in PROFILE_NAMES:
+            _fail(where, "router", router, "must be one of " + ", ".join(PROFILE_NAMES))
+        hosts = item.get("hosts")
+        if hosts is not None:
+            hosts = _hosts(hosts, where, "hosts", sc.shard_names)
+        seed = item.get("hash_seed")
+        if seed is not None and not (_is_int(seed) and 0 <= seed <= 4294967295):
+            _fail(where, "hash_seed", seed, "must be an integer from 0 to 4294967295")
+        listening = item.get("listening", True)
+        if not isinstance(listening, bool):
+            _fail(where, "listening", listening, "must be true or false")
+        out.append(Actor(name, prefix, tuple(channels), router, hosts, seed, listening))
+    return tuple(out)
+
+
+def _valid_name(name: str) -> bool:
+    for dialect in ("channels", "asgi1", "channels-2015"):
+        try:
+            validate_channel_name(name, dialect)
+            return True
+        except ChannelNameError:
+            pass
+    return False
+
+
+def _steps(items: Any, sc: Scenario) -> tuple[Step, ...]:
+    if not isinstance(items, list):
+        _fail("", "steps", items, "must be an array of tables ([[steps]])")
+    actors = {a.name: a for a in sc.actors}
+    owned = {c for a in sc.actors for c in a.channels}
+    prefixes = {a.prefix for a in sc.actors if a.prefix}
+    end = None if sc.load.requests else sc.duration + sc.drain
+    out = []
+    for i, item in enumerate(items):
+        where = f"steps[{i}]."
+        if not isinstance(item, dict):
+            _fail("", f"steps[{i}]", item, "must be a table")
+        op, at = _tagged(item, where, "op", _STEP_KEYS, ("count",), end)
+        allowed = ("at", "op") + _STEP_KEYS[op]
+        actor = item["actor"]
+        if actor not in actors:
+            _fail(where, "actor", actor, "must name an actor: " + (", ".join(actors) or
+                                                                 "(none declared)"))
+        count = item.get("count", 1)
+        if not (_is_int(count) and 1 <= count <= 100_000):
+            _fail(where, "count", count, "must be an integer from 1 to 100000")
+        channel = item.get("channel", "")
+        if "channel" in allowed:
+            if not isinstance(channel, str) or not _valid_name(channel):
+                _fail(where, "channel", channel, "must be a valid channel name")
+            local = channel[:channel.find("!") + 1] if "!" in channel else ""
+            if ("!" in channel or "?" in channel) and channel not in owned \
+                    and local not in prefixes:
+                _fail(where, "channel", channel, "a process-specific channel must belong "
+                      "to an actor (its prefix or its channels)")
+        group = item.get("group", "")
+        if "group" in allowed:
+            try:
+                validate_group_name(group)
+            except ChannelNameError:
+                _fail(where, "group", group, "must be a valid group name (ASCII letters, "
+                      "digits, '-', '_' or '.')")
+        out.append(Step(float(at), actor, op, channel, group, count))
+    return tuple(out)
 
 
 def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
@@ -406,6 +566,11 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario
         raise ScenarioError(f"keys 'duration' and 'load' offer {offered:.3g} requests; "
                             f"allowed: at most {_MAX_REQUESTS} (use load.requests, a "
                             "shorter duration or a lower rate)")
+    sc = dataclasses.replace(sc, actors=_actors(data.get("actors", []), sc))
+    if sc.interface_servers == 0 and sc.workers == 0 and not sc.actors:
+        raise ScenarioError("keys 'interface_servers' and 'workers' are both 0 and no "
+                            "[[actors]] are declared: nothing to simulate")
+    sc = dataclasses.replace(sc, steps=_steps(data.get("steps", []), sc))
     sc = dataclasses.replace(sc, processes=_processes(data.get("processes", []), sc))
     sc = dataclasses.replace(sc, faults=_faults(data.get("faults", []), sc))
     return sc

@@ -36,7 +36,7 @@ class Msg:
     """One message. ``owner`` is the interface server that gets (or got) the answer."""
 
     __slots__ = ("kind", "owner", "owner_gen", "channel", "start", "t0", "ttl",
-                 "misrouted", "done", "group")
+                 "misrouted", "done", "group", "trace")
 
     def __init__(self, kind: int, owner, owner_gen: int, channel: str, start: float,
                  group: str | None = None):
@@ -50,6 +50,7 @@ class Msg:
         self.misrouted = False    # written where its listener never looks
         self.done = False         # its fate is in the ledger
         self.group = group
+        self.trace: dict | None = None  # scripted messages only: what happened to it
 
 
 class Key:
@@ -64,24 +65,26 @@ class Key:
 class Shard:
     """One Redis server. ``settle(msg, fate)`` is the world's single fate entry."""
 
-    def __init__(self, env, name: str, expiry: float, settle: Callable[[Msg, int], None]):
+    def __init__(self, env, name: str, expiry: float, settle: Callable[..., None],
+                 kinds: int = 3, on_full: Callable[["Shard", str, Msg, deque], None] | None = None):
         self.env = env
         self.name = name
         self.expiry = expiry
-        self.settle = settle
+        self.settle = settle            # settle(msg, fate, at=None)
+        self.on_full = on_full          # told of each refusal, with what filled the key
         self.up = True
         self.keys: dict[str, Key] = {}
         # key -> callbacks of the processes listening there (survive a crash: the
         # processes reconnect when the server is back)
         self.listeners: dict[str, list[Callable[[Msg], None]]] = {}
         self.groups: dict[str, dict[str, float]] = {}
-        self.writes = 0
+        self.writes = [0] * kinds       # messages written, by kind
 
     # -- expiry ---------------------------------------------------------------------
     def _expire_all(self, k: Key) -> None:
-        settle = self.settle
-        for m in k.q:
-            settle(m, EXPIRED)
+        settle, expiry = self.settle, self.expiry
+        for m in k.q:  # each went at its own time-to-live, or with the whole key
+            settle(m, EXPIRED, min(k.deadline, m.t0 + expiry) if m.ttl else k.deadline)
         k.q.clear()
 
     def _fresh(self, name: str, now: float) -> Key | None:
@@ -101,11 +104,14 @@ class Shard:
             cutoff = now - self.expiry
             q = k.q
             while q and q[0].t0 <= cutoff and not q[0].ttl:
-                self.settle(q.popleft(), EXPIRED)
+                m = q.popleft()
+                self.settle(m, EXPIRED, m.t0 + self.expiry)
         if len(k.q) >= capacity:
+            if self.on_full is not None:
+                self.on_full(self, name, msg, k.q)
             self.settle(msg, REJECTED_FULL)
             return False
-        self.writes += 1
+        self.writes[msg.kind] += 1
         msg.t0 = now
         msg.ttl = not sorted_set
         k.deadline = now + self.expiry + (0.0 if sorted_set else 1.0)
@@ -123,7 +129,7 @@ class Shard:
 
     def publish(self, name: str, msg: Msg) -> int:
         """Pub/sub: hand ``msg`` to every listener of ``name`` now; returns how many."""
-        self.writes += 1
+        self.writes[msg.kind] += 1
         msg.t0 = self.env.now
         listeners = self.listeners.get(name)
         if not listeners:
@@ -143,7 +149,7 @@ class Shard:
         while q:
             m = q.popleft()
             if m.ttl and now >= m.t0 + self.expiry:
-                self.settle(m, EXPIRED)  # its message key is gone: skip it
+                self.settle(m, EXPIRED, m.t0 + self.expiry)  # its key is gone: skip it
                 continue
             return m
         return None
@@ -215,15 +221,21 @@ class Shard:
         """Back, empty; listeners reconnect."""
         self.up = True
 
-    def finish(self, settle_left: Callable[[Msg], None]) -> None:
-        """End of run: expire what is due, hand every other message to ``settle_left``."""
+    def finish(self, settle_left: Callable[[Msg], None]) -> dict[str, int]:
+        """End of run: expire what is due, hand every other message to ``settle_left``.
+
+        Returns how many messages were left queued under each key.
+        """
         now = self.env.now
-        for k in self.keys.values():
+        left: dict[str, int] = {}
+        for name, k in self.keys.items():
             if k.q and now >= k.deadline:
                 self._expire_all(k)
             for m in k.q:
                 if m.ttl and now >= m.t0 + self.expiry:
-                    self.settle(m, EXPIRED)
+                    self.settle(m, EXPIRED, m.t0 + self.expiry)
                 else:
                     settle_left(m)
+                    left[name] = left.get(name, 0) + 1
             k.q.clear()
+        return left

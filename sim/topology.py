@@ -1,6 +1,7 @@
 """The deployment as a networkx graph: shards, processes, clusters and host lists.
 
-Nodes are shards (``kind="shard"``) and processes (``kind="iface"`` or ``"worker"``),
+Nodes are shards (``kind="shard"``) and processes (``kind="iface"``, ``"worker"`` or,
+in a scripted scenario, ``"actor"``: a named process with its own prefix and channels),
 each with its ``cluster``; a process also carries its ``router``, ``hash_seed`` and its
 two host lists: ``hosts`` (normal channels) and ``response_hosts`` (response
 channels, groups). An edge process -> shard means the process has that shard in a
@@ -37,8 +38,8 @@ def build_topology(sc: Scenario) -> nx.DiGraph:
     for i, s in enumerate(shards):
         g.add_node(s, kind="shard", cluster=i // per)
     overrides = {o.name: o for o in sc.processes}
-    wper = sc.workers // k
-    for name in sc.process_names:
+    wper = max(1, sc.workers // k)
+    for name in sc.process_names[:sc.interface_servers + sc.workers]:
         is_iface = name.startswith("iface")
         idx = int(name.removeprefix("iface" if is_iface else "worker"))
         cluster = idx % k if is_iface else idx // wper
@@ -58,6 +59,14 @@ def build_topology(sc: Scenario) -> nx.DiGraph:
                    response_hosts=tuple(response_hosts))
         for s in set(hosts) | set(response_hosts):
             g.add_edge(name, s)
+    for a in sc.actors:
+        hosts = a.hosts or shards
+        seed = a.hash_seed if a.hash_seed is not None else _hash_seed(sc, a.name)
+        g.add_node(a.name, kind="actor", cluster=0, router=a.router or sc.router,
+                   hash_seed=seed, hosts=tuple(hosts), response_hosts=tuple(hosts),
+                   prefix=a.prefix, channels=a.channels, listening=a.listening)
+        for s in hosts:
+            g.add_edge(a.name, s)
     return g
 
 

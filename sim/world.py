@@ -35,10 +35,12 @@ import string
 
 import simpy
 
+from layer.names import non_local_name
 from layer.routing import make_router
 from sim.ledger import (DELIVERED, DROPPED_BY_DEAD_WORKER, DUPLICATE, EXPIRED,
                         IN_FLIGHT, LOST_IN_CRASH, MISROUTED, ORPHANED, REJECTED_FULL,
-                        REQUEST, RESPONSE, UNREACHABLE, Ledger)
+                        REQUEST, RESPONSE, SCRIPTED, UNREACHABLE, FATES, KINDS,
+                        Ledger)
 from sim.monitors import Monitors
 from sim.scenario import Fault, Scenario
 from sim.shard import Msg, Shard
@@ -367,6 +369,58 @@ class Worker(_Process):
             self.wake()
 
 
+class Actor(Iface):
+    """A named process of a scripted scenario (a field case).
+
+    It owns the channels under its ``prefix`` and those listed in ``channels``, and
+    listens for them where its router says unless it is a stalled consumer
+    (``listening = false``): then what is sent to it stays queued, filling the key.
+    It performs the scenario's steps that name it, through its own router.
+    """
+
+    def __init__(self, world: "World", name: str):
+        node = world.graph.nodes[name]
+        self.fixed_prefix = node["prefix"]
+        self.channels = tuple(node["channels"])
+        self.listens = node["listening"]
+        super().__init__(world, name)
+
+    def _new_prefix(self) -> None:
+        self.prefix = self.fixed_prefix
+        self.count = 0
+
+    def owned_channels(self) -> list[str]:
+        own = list(self.channels)
+        for step in self.world.sc.steps:
+            c = step.channel
+            if c and c not in own and self.prefix and non_local_name(c) == self.prefix:
+                own.append(c)
+        return own
+
+    def start_listening(self) -> None:
+        if not self.listens:
+            return
+        for channel in self.owned_channels():
+            key = self.router.storage_key(channel)
+            if key not in self.listening:
+                self._register(key, channel)
+
+    def on_message(self, msg: Msg) -> None:
+        w = self.world
+        if msg.done and msg.group is not None:
+            # a pub/sub group publish reached one more member: that member's copy
+            w.ledger.sent[msg.kind] += 1
+            w.ledger.fates[msg.kind][DELIVERED] += 1
+        else:
+            w.settle(msg, DELIVERED)
+        if msg.trace is not None:
+            msg.trace["deliveries"] += 1
+
+    def restart(self) -> None:
+        super().restart()
+        self.start_listening()
+
+
 class World:
     """One run of one scenario."""
 
@@ -376,13 +430,29 @@ class World:
         self.ledger = Ledger()
         self.monitors = Monitors()
         self.graph = build_topology(sc)
-        self.shards = {s: Shard(self.env, s, sc.expiry, self.settle) for s in sc.shard_names}
+        self.shards = {s: Shard(self.env, s, sc.expiry, self.settle, len(KINDS), self._on_full)
+                       for s in sc.shard_names}
+        self.cross_channel_full = 0
+        self.cross_channel_first: dict | None = None
+        self.trace: list[dict] = []
         self.partitions: set[tuple[str, str]] = set()
         # ChannelFull errors raised to senders (send()); group_send drops silently
-        self.channel_full_errors = [0, 0]  # by kind
+        self.channel_full_errors = [0] * len(KINDS)
         self.ifaces = [Iface(self, f"iface{i}") for i in range(sc.interface_servers)]
         self.workers = [Worker(self, f"worker{i}") for i in range(sc.workers)]
-        self.procs = {p.name: p for p in (*self.ifaces, *self.workers)}
+        self.actors = [Actor(self, a.name) for a in sc.actors]
+        self.procs = {p.name: p for p in (*self.ifaces, *self.workers, *self.actors)}
+        # who owns a process-specific channel in a scripted scenario: by prefix or name
+        self.owners: dict[str, "Actor"] = {}
+        for a in self.actors:
+            if a.prefix:
+                self.owners[a.prefix] = a
+            for c in a.channels:
+                self.owners[c] = a
+        for a in self.actors:
+            a.start_listening()
+        for i, step in enumerate(sc.steps):
+            self.env.process(self._step(i, step))
         self.load_done = self.env.event()
         self.env.process(self._load())
         for fault in sc.faults:
@@ -396,11 +466,14 @@ class World:
         msg.done = True
         if msg.misrouted and fate in _MISROUTE_WINS:
             fate = MISROUTED
-        elif fate in _ORPHAN_WINS and msg.kind == RESPONSE:
+        elif fate in _ORPHAN_WINS and msg.kind != REQUEST and msg.owner is not None:
             ended = msg.owner.ended.get(msg.owner_gen)
             if ended is not None and ended <= (self.env.now if at is None else at):
                 fate = ORPHANED
         self.ledger.fates[msg.kind][fate] += 1
+        if msg.trace is not None:
+            msg.trace["fate"] = FATES[fate]
+            msg.trace["fate_at"] = round(self.env.now if at is None else at, 6)
 
     # -- writes ---------------------------------------------------------------------
     def _reachable(self, sender: str, sid: str, msg: Msg) -> Shard | None:
@@ -415,21 +488,27 @@ class World:
 
     def send_request(self, iface: Iface, msg: Msg) -> None:
         self.ledger.sent[REQUEST] += 1
-        router = iface.router
-        key = self.sc.request_channel
-        sid = iface.hosts[router.send_shard(key, iface.hosts)]
-        shard = self._reachable(iface.name, sid, msg)
+        self._send_normal(iface, msg, self.sc.request_channel)
+
+    def _send_normal(self, sender: _Process, msg: Msg, channel: str) -> None:
+        """send() on a normal channel: the shard the sender's router picks."""
+        router = sender.router
+        sid = sender.hosts[router.send_shard(channel, sender.hosts)]
+        if msg.trace is not None:
+            msg.trace["shard"] = sid
+        shard = self._reachable(sender.name, sid, msg)
         if shard is None:
             return
         if router.storage == "pubsub":
-            self._publish(shard, key, msg, iface.name)
-        elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set"):
-            self.channel_full_errors[REQUEST] += 1
+            self._publish(shard, channel, msg, sender.name)
+        elif not shard.put(channel, msg, self.sc.capacity, router.storage == "sorted_set"):
+            self.channel_full_errors[msg.kind] += 1
 
     def _publish(self, shard: Shard, key: str, msg: Msg, sender: str) -> None:
         n = shard.publish(key, msg)
         now = self.env.now
-        self.monitors.on_deliveries(now, key, sender, shard.name, n)
+        if msg.group is None:  # a group publish reaches each member: not a duplicate
+            self.monitors.on_deliveries(now, key, sender, shard.name, n)
         if msg.kind == REQUEST:
             # pub/sub routes even the request channel by its name: the workers must
             # have derived the same shard to subscribe on
@@ -443,7 +522,7 @@ class World:
             # pub/sub keeps nothing: lost at once; misrouted if the listener derived
             # another shard, else nobody was subscribed any more (listener gone)
             self.settle(msg, ORPHANED)
-        elif n > 1:
+        elif n > 1 and msg.group is None:
             self.settle(msg, DUPLICATE)
 
     def reply(self, worker: Worker, req: Msg) -> None:
@@ -469,7 +548,9 @@ class World:
             return
         owner = msg.owner
         key = router.storage_key(channel)
-        if owner.up and owner.gen == msg.owner_gen:
+        if msg.trace is not None:
+            msg.trace["shard"] = sid
+        if owner is not None and owner.up and owner.gen == msg.owner_gen:
             if not self.monitors.on_specific_write(
                     self.env.now, channel, worker.name, sid,
                     owner.listen_ids(key, channel), owner.readable):
@@ -478,7 +559,7 @@ class World:
             self._publish(shard, key, msg, worker.name)
         elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set") \
                 and msg.group is None:
-            self.channel_full_errors[RESPONSE] += 1
+            self.channel_full_errors[msg.kind] += 1  # send() raised ChannelFull
 
     def _group_send(self, worker: Worker, msg: Msg) -> None:
         router = worker.router
@@ -489,29 +570,46 @@ class World:
         if gshard is None:
             return
         members = gshard.group_members(group, self.sc.group_expiry)
+        if msg.trace is not None:
+            msg.trace["shard"] = gsid
         if not members:
             if group in gshard.groups:  # found where it was derived, past group_expiry
                 self.settle(msg, EXPIRED)
                 return
             elsewhere = [s for s, sh in self.shards.items() if group in sh.groups]
             if elsewhere:  # the membership is on a shard this worker does not derive
-                self.monitors.on_specific_write(self.env.now, group, worker.name, gsid,
-                                                frozenset(elsewhere), msg.owner.readable)
+                self.monitors.on_specific_write(
+                    self.env.now, group, worker.name, gsid, frozenset(elsewhere),
+                    msg.owner.readable if msg.owner is not None else frozenset(elsewhere))
                 msg.misrouted = True
             self.settle(msg, LOST_IN_CRASH if not elsewhere else EXPIRED)
             return
+        # One copy per member channel, as a consumer sees it (channels_redis 4 writes
+        # one message per key listing its channels; the process hands each its copy).
         for i, channel in enumerate(members):
-            copy = msg if i == 0 else Msg(RESPONSE, msg.owner, msg.owner_gen, channel,
-                                          msg.start, group)
-            if i:
-                self.ledger.sent[RESPONSE] += 1
+            owner = self.owner_of(channel) or msg.owner
+            if i == 0:
+                copy = msg
+            else:
+                copy = Msg(msg.kind, owner, 0, channel, msg.start, group)
+                self.ledger.sent[msg.kind] += 1
+                if msg.trace is not None:
+                    copy.trace = {**msg.trace, "shard": None, "fate": None,
+                                  "fate_at": None, "deliveries": 0}
+                    self.trace.append(copy.trace)
+            copy.owner = owner
+            copy.owner_gen = owner.gen if owner is not None else 0
             copy.channel = channel
+            if copy.trace is not None:
+                copy.trace["channel"] = channel
             self._write_response(worker, copy, channel,
                                  router.group_send_shard(channel, hosts))
 
     # -- load -----------------------------------------------------------------------
     def _pick_iface(self, rng: random.Random) -> Iface | None:
         n = len(self.ifaces)
+        if n == 0:
+            return None
         i = rng.randrange(n)
         for j in range(n):
             p = self.ifaces[(i + j) % n]
@@ -525,7 +623,9 @@ class World:
         rng = random.Random(f"{sc.seed}/load")
         limit = load.requests
         count = 0
-        if load.kind == "poisson":
+        if not self.ifaces:
+            pass  # nobody turns client requests into messages
+        elif load.kind == "poisson":
             while True:
                 dt = rng.expovariate(load.rate)
                 if not limit and env.now + dt > sc.duration:
@@ -549,7 +649,100 @@ class World:
                         p.request()
                     count += 1
                 yield env.timeout(interval)
+        if not limit and env.now < sc.duration:
+            yield env.timeout(sc.duration - env.now)  # a timed load lasts its duration
         self.load_done.succeed(count)
+
+    # -- scripted steps (field cases) -------------------------------------------------
+    def _step(self, index: int, step):
+        yield self.env.timeout(step.at)
+        actor = self.procs[step.actor]
+        op = getattr(self, "_op_" + step.op)
+        for _ in range(step.count):
+            if actor.up:
+                op(actor, index, step)
+
+    def _traced(self, actor: "Actor", index: int, step, owner, channel: str,
+                group: str | None) -> Msg:
+        msg = Msg(SCRIPTED, owner, owner.gen if owner is not None else 0, channel,
+                  self.env.now, group)
+        msg.trace = {"step": index, "at": round(self.env.now, 6), "actor": actor.name,
+                     "op": step.op, "channel": channel, "group": group, "shard": None,
+                     "fate": None, "fate_at": None, "deliveries": 0}
+        self.trace.append(msg.trace)
+        self.ledger.sent[SCRIPTED] += 1
+        return msg
+
+    def owner_of(self, channel: str) -> "Actor | None":
+        """The actor that listens for ``channel`` (by name or prefix), if any."""
+        return self.owners.get(channel) or self.owners.get(non_local_name(channel))
+
+    def _op_send(self, actor: "Actor", index: int, step) -> None:
+        channel = step.channel
+        router = actor.router
+        owner = self.owner_of(channel)
+        msg = self._traced(actor, index, step, owner, channel, None)
+        if owner is not None:  # a channel with one listener: routed by its name
+            self._write_response(actor, msg, channel,
+                                 router.send_shard(channel, actor.response_hosts))
+            return
+        self._send_normal(actor, msg, channel)
+
+    def _op_group_add(self, actor: "Actor", index: int, step) -> None:
+        router = actor.router
+        if router.storage == "pubsub":  # the channel's process subscribes to the group
+            gch = router.group_channel(step.group)
+            if gch not in actor.listening:
+                actor._register(gch, gch)
+            return
+        hosts = actor.response_hosts
+        sid = hosts[router.group_shard(step.group, hosts)]
+        shard = self.shards[sid]
+        if shard.up and (actor.name, sid) not in self.partitions:
+            shard.group_add(step.group, step.channel, self.sc.group_expiry)
+
+    def _op_group_discard(self, actor: "Actor", index: int, step) -> None:
+        router = actor.router
+        if router.storage == "pubsub":
+            actor._unregister(router.group_channel(step.group))
+            return
+        hosts = actor.response_hosts
+        sid = hosts[router.group_shard(step.group, hosts)]
+        shard = self.shards[sid]
+        if shard.up and (actor.name, sid) not in self.partitions:
+            shard.group_discard(step.group, step.channel)
+
+    def _op_group_send(self, actor: "Actor", index: int, step) -> None:
+        router = actor.router
+        msg = self._traced(actor, index, step, None, "", step.group)
+        if router.storage != "pubsub":
+            self._group_send(actor, msg)
+            return
+        gch = router.group_channel(step.group)
+        hosts = actor.response_hosts
+        sid = hosts[router.send_shard(gch, hosts)]
+        msg.channel = gch
+        msg.trace["channel"] = gch
+        msg.trace["shard"] = sid
+        shard = self._reachable(actor.name, sid, msg)
+        if shard is None:
+            return
+        listened = frozenset(x for a in self.actors for x in a.listening.get(gch, ()))
+        if listened and not self.monitors.on_rendezvous(self.env.now, gch, actor.name, sid,
+                                                        listened):
+            msg.misrouted = True
+        self._publish(shard, gch, msg, actor.name)
+
+    def _on_full(self, shard: Shard, key: str, msg: Msg, queued) -> None:
+        """A send was refused: note it when other channels' messages filled the key."""
+        others = sorted({m.channel for m in queued if m.channel != msg.channel})
+        if others:
+            self.cross_channel_full += 1
+            if self.cross_channel_first is None:
+                self.cross_channel_first = {
+                    "time": round(self.env.now, 6), "shard": shard.name, "key": key,
+                    "channel": msg.channel, "filled_by": others[:5],
+                    "queued": len(queued)}
 
     # -- faults ---------------------------------------------------------------------
     def _fault(self, f: Fault):
@@ -592,8 +785,8 @@ class World:
     def finish(self) -> None:
         """End of run: whatever has no fate yet is in flight (or expired by now)."""
         left = lambda m: self.settle(m, IN_FLIGHT)  # noqa: E731
-        for shard in self.shards.values():
-            shard.finish(left)
+        self.queued_at_end = {name: q for name, shard in self.shards.items()
+                              if (q := shard.finish(left))}
         for wk in self.workers:
             if wk.holding is not None:
                 left(wk.holding)

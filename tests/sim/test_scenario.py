@@ -177,7 +177,7 @@ def test_overrides_are_validated():
     """Invariant: command-line overrides pass the same checks as the file."""
     assert load_scenario(None, {"shards": 5}).shards == 5
     with pytest.raises(ScenarioError) as err:
-        load_scenario(None, {"workers": 0})
+        load_scenario(None, {"workers": -1})
     assert "workers" in str(err.value) and "\n" not in str(err.value)
 
 
