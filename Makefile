@@ -25,6 +25,7 @@ test-all: setup
 
 bench: setup
 	$(PY) benchmarks/flow.py
+	$(PY) benchmarks/check.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .hypothesis

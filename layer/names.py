@@ -32,6 +32,7 @@ __all__ = [
     "non_local_name",
     "validate_channel_name",
     "validate_group_name",
+    "local_token",
 ]
 
 NORMAL = "normal"
@@ -153,3 +154,20 @@ def validate_group_name(name: object) -> str:
             f"group name {name!r} is not valid; allowed: ASCII letters, digits, "
             "'-', '_' or '.'")
     return name
+
+
+def local_token(n: int) -> str:
+    """The ``n``-th process-local part shardlab gives a reply channel: ``n`` in base 36.
+
+    Simulator and model checker both name replies ``prefix + local_token(n)``, so a
+    simulated run's channels are the model's (the releases used random hex here).
+    """
+    if n < 0:
+        raise ValueError(f"token number {n!r} is not allowed; allowed: an integer >= 0")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out

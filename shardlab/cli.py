@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Sequence
 
 from rich.console import Console
@@ -20,16 +19,15 @@ from rich.table import Table
 from layer import names
 from layer.routing import PROFILE_NAMES, RouterError, live_available, make_router
 from sim.ledger import FATES
+from model import CheckError
+from model.cli import add_check_parser
+from shardlab.output import UsageError, check_output_path, write_json_atomic
 from sim.scenario import ScenarioError, load_scenario
 
 __all__ = ["main"]
 
 _LOSSES = ("expired", "lost_in_crash", "rejected_full", "dropped_by_dead_worker",
            "orphaned", "unreachable")
-
-
-class UsageError(Exception):
-    """Bad input from the command line: one line, exit code 2."""
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -52,55 +50,6 @@ def _router_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
     return text
-
-
-def check_output_path(path: str, flag: str = "--json", inputs: Sequence[str] = ()) -> str:
-    """Fail early (before any work) on an output path that cannot be written whole.
-
-    Returns the real path to write (a symbolic link is followed to its target).
-    """
-    if not path:
-        raise UsageError(f"{flag} '': give a file name")
-    real = os.path.realpath(path)
-    if os.path.isdir(real):
-        raise UsageError(f"{flag} {path!r}: is a directory; give a file name")
-    if os.path.exists(real):
-        if not os.path.isfile(real):
-            raise UsageError(f"{flag} {path!r}: exists and is not a regular file")
-        if not os.access(real, os.W_OK):
-            raise UsageError(f"{flag} {path!r}: exists and is not writable")
-        if any(os.path.exists(i) and os.path.samefile(real, i) for i in inputs if i):
-            raise UsageError(f"{flag} {path!r}: is an input of this run; give another name")
-    directory = os.path.dirname(real)
-    if not os.path.isdir(directory):
-        raise UsageError(f"{flag} {path!r}: directory {directory!r} does not exist")
-    try:  # the rename needs a file of our own in that directory
-        fd, probe = tempfile.mkstemp(prefix=".shardlab-", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"{flag} {path!r}: cannot write in {directory!r}: "
-                         f"{e.strerror}") from None
-    return real
-
-
-def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:
-    """Write ``data`` as JSON to ``path`` whole, or leave ``path`` untouched."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    real = check_output_path(path, inputs=inputs)
-    fd, tmp = tempfile.mkstemp(prefix=".shardlab-", suffix=".json",
-                               dir=os.path.dirname(real))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
-        os.replace(tmp, real)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 _MIN_WIDTH = 150
@@ -542,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "send_rule, send_shard (null unless hashed), listen_shards, "
                         "group_send_shard, meets, hash_seeds}")
     q.set_defaults(func=cmd_route)
+
+    add_check_parser(sub)
     return p
 
 
@@ -554,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()
         return code
-    except (ScenarioError, RouterError, names.ChannelNameError, UsageError) as e:
+    except (ScenarioError, RouterError, CheckError, names.ChannelNameError,
+            UsageError) as e:
         print(f"shardlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

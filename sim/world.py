@@ -24,6 +24,11 @@ request channel and waits there (with the profile's timeout, or until a message
 arrives when the profile's receive stayed on one shard), serves for a drawn
 service time, then replies by ``send()`` or ``group_send()`` through its router.
 
+Actor (scripted scenarios, the field cases): a named interface-server-like process
+with a given prefix and channels, listening unless it is a stalled consumer, that
+performs the scenario's steps (send, group_add, group_discard, group_send) at their
+times. Scripted messages carry a trace: the shard written, the fate and its time.
+
 Host-list changes reload a process's layer in place: same name and prefix, a new
 router instance (its round robin restarts at host 0) on the new list.
 """
@@ -35,7 +40,7 @@ import string
 
 import simpy
 
-from layer.names import non_local_name
+from layer.names import local_token, non_local_name
 from layer.routing import make_router
 from sim.ledger import (DELIVERED, DROPPED_BY_DEAD_WORKER, DUPLICATE, EXPIRED,
                         IN_FLIGHT, LOST_IN_CRASH, MISROUTED, ORPHANED, REJECTED_FULL,
@@ -59,18 +64,8 @@ class SimulationError(RuntimeError):
     """The run broke its own accounting (a bug, never a result)."""
 
 
-def _b36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
 class _Process:
-    """What interface servers and workers share: identity, router, host lists."""
+    """What every process shares: identity, its own router instance, host lists."""
 
     def __init__(self, world: "World", name: str):
         node = world.graph.nodes[name]
@@ -142,7 +137,7 @@ class Iface(_Process):
     # -- requests and responses -----------------------------------------------------
     def request(self) -> None:
         w = self.world
-        token = _b36(self.count)
+        token = local_token(self.count)
         self.count += 1
         channel = self.prefix + token
         router = self.router

@@ -1,0 +1,68 @@
+"""Output files and input errors shared by every shardlab subcommand.
+
+An output is written whole (to a temporary file beside it, then renamed) or not at
+all, and its path is checked before any work starts. `UsageError` is bad input from
+the command line: the CLI prints its one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Sequence
+
+__all__ = ["UsageError", "check_output_path", "write_json_atomic"]
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: one line, exit code 2."""
+
+
+def check_output_path(path: str, flag: str = "--json", inputs: Sequence[str] = ()) -> str:
+    """Fail early (before any work) on an output path that cannot be written whole.
+
+    Returns the real path to write (a symbolic link is followed to its target).
+    """
+    if not path:
+        raise UsageError(f"{flag} '': give a file name")
+    real = os.path.realpath(path)
+    if os.path.isdir(real):
+        raise UsageError(f"{flag} {path!r}: is a directory; give a file name")
+    if os.path.exists(real):
+        if not os.path.isfile(real):
+            raise UsageError(f"{flag} {path!r}: exists and is not a regular file")
+        if not os.access(real, os.W_OK):
+            raise UsageError(f"{flag} {path!r}: exists and is not writable")
+        if any(os.path.exists(i) and os.path.samefile(real, i) for i in inputs if i):
+            raise UsageError(f"{flag} {path!r}: is an input of this run; give another name")
+    directory = os.path.dirname(real)
+    if not os.path.isdir(directory):
+        raise UsageError(f"{flag} {path!r}: directory {directory!r} does not exist")
+    try:  # the rename needs a file of our own in that directory
+        fd, probe = tempfile.mkstemp(prefix=".shardlab-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path!r}: cannot write in {directory!r}: "
+                         f"{e.strerror}") from None
+    return real
+
+
+def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:
+    """Write ``data`` as JSON to ``path`` whole, or leave ``path`` untouched."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    real = check_output_path(path, inputs=inputs)
+    fd, tmp = tempfile.mkstemp(prefix=".shardlab-", suffix=".json",
+                               dir=os.path.dirname(real))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
+        os.replace(tmp, real)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
