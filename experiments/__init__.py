@@ -1,1 +1,19 @@
-"""Experiments that reproduce the documented claims of the sharding model."""
+"""Experiments that reproduce the documented claims of the sharding model.
+
+One module per question (`experiments.rendezvous`, ...), each defining one
+`experiments.base.Experiment` subclass as ``EXPERIMENT``; `REGISTRY` maps the CLI
+name to it, in the order ``run --all`` runs them. The framework (sweeps, seeds,
+intervals, JSON, plots, summary) is `experiments.base`; the command line is
+`experiments.cli`.
+"""
+
+from experiments.base import ExperimentError
+
+__all__ = ["ExperimentError", "registry"]
+
+
+def registry() -> dict:
+    """CLI name -> Experiment subclass, in run order (imported on first use)."""
+    from experiments import clusters, hash_seed, hot_shard, rendezvous, resharding
+    mods = (rendezvous, resharding, hot_shard, hash_seed, clusters)
+    return {m.EXPERIMENT.name: m.EXPERIMENT for m in mods}

@@ -19,6 +19,8 @@ from rich.table import Table
 from layer import names
 from layer.routing import PROFILE_NAMES, RouterError, live_available, make_router
 from sim.ledger import FATES
+from experiments import ExperimentError
+from experiments.cli import add_experiment_parser
 from model import CheckError
 from model.cli import add_check_parser
 from shardlab.output import UsageError, check_output_path, write_json_atomic
@@ -493,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_route)
 
     add_check_parser(sub)
+    add_experiment_parser(sub)
     return p
 
 
@@ -505,8 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()
         return code
-    except (ScenarioError, RouterError, CheckError, names.ChannelNameError,
-            UsageError) as e:
+    except (ScenarioError, RouterError, CheckError, ExperimentError,
+            names.ChannelNameError, UsageError) as e:
         print(f"shardlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,130 @@
+"""``shardlab experiment``: list the experiments, run one or all of them.
+
+``shardlab experiment list`` prints each name and its claim.
+``shardlab experiment run NAME [--quick] [--out DIR] [--serial]`` runs one;
+``run --all`` runs every one. Each writes ``DIR/NAME.json`` and ``DIR/NAME.png``
+(whole or not at all) and rewrites ``DIR/summary.md`` from the results in ``DIR``.
+Bad input raises `experiments.ExperimentError` (one line); the caller exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from experiments import ExperimentError, registry
+from experiments.base import (MAX_WORKERS, agreement, run_experiment, write_json,
+                              write_plot, write_summary)
+
+__all__ = ["add_experiment_parser", "cmd_experiment"]
+
+
+def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``experiment`` (actions ``list`` and ``run``) to a subparsers object."""
+    p = subparsers.add_parser("experiment", help="reproduce the documented claims",
+                              description="Reproduce the documented claims of the "
+                              "sharding model: simulation, analytic prediction, plot.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="list the experiments and their claims")
+    run = actions.add_parser("run", help="run one experiment, or all with --all")
+    run.add_argument("name", nargs="?", help="experiment name (see `experiment list`)")
+    run.add_argument("--all", action="store_true", help="run every experiment")
+    run.add_argument("--quick", action="store_true",
+                     help="small sweeps: all experiments together in under two minutes")
+    run.add_argument("--out", default="results", metavar="DIR",
+                     help="output directory (default: results)")
+    run.add_argument("--serial", action="store_true",
+                     help="run points in this process (the results are the same)")
+    run.add_argument("--dask", metavar="ADDRESS",
+                     help="run points on a Dask cluster (not available yet)")
+    p.set_defaults(func=cmd_experiment)
+    return p
+
+
+def _selected(args) -> list:
+    reg = registry()
+    if args.all and args.name:
+        raise ExperimentError("give an experiment name or --all, not both")
+    if args.all:
+        return list(reg.values())
+    if not args.name:
+        raise ExperimentError("give an experiment name or --all; names: " + ", ".join(reg))
+    if args.name not in reg:
+        raise ExperimentError(f"experiment {args.name!r} is unknown; allowed: "
+                              + ", ".join(reg))
+    return [reg[args.name]]
+
+
+def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool = True,
+            stream=None) -> list[dict]:
+    """Run the experiments in ``classes``, write their files; return the results."""
+    stream = stream or sys.stdout
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for cls in classes:
+        exp = cls(quick=quick)
+        start = time.monotonic()
+        if show_progress:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
+                                       TextColumn, TimeElapsedColumn)
+            with Progress(TextColumn("{task.description:<12}"), BarColumn(),
+                          MofNCompleteColumn(), TextColumn("points"),
+                          TimeElapsedColumn()) as bar:
+                task = bar.add_task(exp.name, total=len(exp.points()))
+                result = run_experiment(exp, workers, lambda k: bar.advance(task, k))
+        else:
+            result = run_experiment(exp, workers)
+        write_json(result, out / f"{exp.name}.json")
+        write_plot(exp, result, out / f"{exp.name}.png")
+        ok, total, _ = agreement(exp, result)
+        verdict = ("no prediction" if total == 0 else
+                   "agrees" if ok == total else f"disagrees ({total - ok} of {total} points)")
+        print(f"{exp.name}: {verdict}; {len(result['points'])} points in "
+              f"{time.monotonic() - start:.1f} s -> {out / (exp.name + '.json')}", file=stream)
+        results.append(result)
+    summary = write_summary([cls(quick=quick) for cls in registry().values()], out)
+    print(f"summary: {summary}", file=stream)
+    return results
+
+
+def cmd_experiment(args) -> int:
+    """Run ``shardlab experiment ...``; returns the exit code."""
+    action = getattr(args, "action", None)
+    if action == "list":
+        for name, cls in registry().items():
+            print(f"{name:<12} {cls.claim}")
+        return 0
+    if action != "run":
+        raise ExperimentError("give an action: list or run")
+    if getattr(args, "dask", None):
+        raise ExperimentError("--dask is not available yet; run without it "
+                              "(points run on local cores)")
+    classes = _selected(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {args.out!r} is not a directory")
+    workers = 1 if args.serial else MAX_WORKERS
+    run_all(classes, out, args.quick, workers, show_progress=sys.stderr.isatty())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m experiments.cli``) until shardlab/cli.py wires it."""
+    parser = argparse.ArgumentParser(prog="shardlab")
+    sub = parser.add_subparsers(dest="command")
+    add_experiment_parser(sub)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ExperimentError as e:
+        print(f"shardlab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

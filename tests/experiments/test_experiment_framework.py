@@ -1,0 +1,98 @@
+"""The framework: determinism, seeds, intervals, the closed forms, and the CLI's errors."""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import json
+import random
+
+import pytest
+
+from experiments import ExperimentError
+from experiments.analytic import (crc_bucket, crc_bucket_probs, crc_moved_fraction,
+                                  expected_max_load, mismatch)
+from experiments.base import Point, point_seed, run_experiment, t_interval
+from experiments.cli import add_experiment_parser, cmd_experiment, main
+from experiments.clusters import Clusters
+from experiments.resharding import Resharding
+from layer.hashing import consistent_hash
+
+
+@pytest.mark.parametrize("cls", [Resharding, Clusters])
+def test_serial_and_parallel_runs_are_identical(cls):
+    """Seeds come from the point, not the order: 1 and 2 workers give the same JSON."""
+    serial = run_experiment(cls(quick=True), workers=1)
+    parallel = run_experiment(cls(quick=True), workers=2)
+    assert json.dumps(serial) == json.dumps(parallel)
+
+
+def test_point_seed_depends_only_on_the_point():
+    """The seed of a point is a function of its name, series, params and replication."""
+    a = point_seed("x", Point("s", {"n": 1, "m": 2}), 0)
+    assert a == point_seed("x", Point("s", {"m": 2, "n": 1}), 0)
+    assert len({a, point_seed("x", Point("s", {"n": 1, "m": 2}), 1),
+                point_seed("x", Point("t", {"n": 1, "m": 2}), 0)}) == 3
+
+
+def test_t_interval():
+    """Mean +- t(0.975, r-1) s / sqrt(r); a single value is its own interval."""
+    assert t_interval([2.0]) == (2.0, 2.0, 2.0)
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 * 1.0 / 3 ** 0.5)
+
+
+def test_bucket_map_is_consistent_hash():
+    """The closed forms count the same map `layer.hashing.consistent_hash` computes."""
+    rng = random.Random("names")
+    for _ in range(500):
+        name = f"http.response.{rng.getrandbits(40):x}!"
+        x = binascii.crc32(name.encode()) & 0xFFF
+        for n in (1, 2, 3, 5, 7, 16):
+            assert crc_bucket(x, n) == consistent_hash(name, n)
+
+
+def test_closed_forms():
+    """(N-1)/N on equal buckets; crc moves half its names; balls in bins, small case."""
+    assert mismatch(crc_bucket_probs(4)) == pytest.approx(0.75)
+    assert all(abs(crc_moved_fraction(n) - 0.5) < 0.002 for n in range(1, 17))
+    # 4 balls, 2 bins: max 4 w.p. 2/16, 3 w.p. 8/16, 2 w.p. 6/16
+    assert expected_max_load(4, [0.5, 0.5])[0] == pytest.approx(2.75)
+    assert expected_max_load(1, [0.25] * 4) == (1.0, 0.0)
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser(prog="shardlab")
+    add_experiment_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["experiment", "run", "nope"], "unknown; allowed: rendezvous"),
+    (["experiment", "run"], "give an experiment name or --all"),
+    (["experiment", "run", "clusters", "--all"], "not both"),
+    (["experiment", "run", "--all", "--dask", "tcp://x:8786"], "--dask is not available yet"),
+    (["experiment"], "give an action"),
+])
+def test_cli_errors_are_one_line(argv, words):
+    """Bad input raises ExperimentError (a ValueError) with a one-line message."""
+    with pytest.raises(ExperimentError) as e:
+        cmd_experiment(_args(argv))
+    assert isinstance(e.value, ValueError)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_error_exit_code(tmp_path, capsys):
+    """The stand-alone entry prints one error line and exits 2, writing nothing."""
+    assert main(["experiment", "run", "nope", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("shardlab: error:")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_list(capsys):
+    """`experiment list` names every experiment."""
+    assert cmd_experiment(_args(["experiment", "list"])) == 0
+    out = capsys.readouterr().out
+    for name in ("rendezvous", "resharding", "hot-shard", "hash-seed", "clusters"):
+        assert name in out
