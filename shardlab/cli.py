@@ -204,6 +204,7 @@ def _trace_table(r: dict[str, Any]) -> Table:
         t.add_column(col, no_wrap=True, justify="right" if col in ("step", "at",
                                                                    "fate at") else "left")
     rows: list[list[Any]] = []
+    shown = 0
     for e in r["trace"]:
         key = [e["step"], e["at"], e["actor"], e["op"],
                e["channel"] or f"group {e['group']}", e["shard"] or "-", e["fate"],
@@ -212,15 +213,24 @@ def _trace_table(r: dict[str, Any]) -> Table:
             rows[-1][1] += 1
         else:
             rows.append([key, 1])
-    for key, n in rows:
+    hidden = max(0, len(rows) - _TRACE_ROWS)
+    for key, n in rows[:_TRACE_ROWS]:
         step, at, actor, op, channel, shard, fate, fate_at, got = key
         style = "green" if fate == "delivered" else "red" if fate in (
             "misrouted", "rejected_full", "expired", "lost_in_crash", "orphaned",
             "unreachable", "dropped_by_dead_worker") else "yellow"
-        t.add_row(str(step), f"{at:g}", actor, op + (f" ×{n}" if n > 1 else ""), channel,
-                  shard, f"[{style}]{fate}[/{style}]",
-                  "-" if fate_at is None else f"{fate_at:g}", str(got))
+        t.add_row(str(step), f"{at:.6g}", actor, op + (f" ×{n}" if n > 1 else ""),
+                  channel, shard, f"[{style}]{fate}[/{style}]",
+                  "-" if fate_at is None else f"{fate_at:.6g}", str(got))
+    omitted = hidden + (1 if r.get("trace_omitted") else 0)
+    if omitted:
+        t.caption = (f"{hidden} more rows; " if hidden else "") + (
+            f"{r['trace_omitted']} messages beyond the first 10 000 not traced; "
+            if r.get("trace_omitted") else "") + "the whole trace is in --json"
     return t
+
+
+_TRACE_ROWS = 200
 
 
 def _load_notes(r: dict[str, Any], scripted: bool) -> list[str]:
@@ -232,9 +242,12 @@ def _load_notes(r: dict[str, Any], scripted: bool) -> list[str]:
         out.append(f"{name}: hot shard {', '.join(load['hot_shards'])}: imbalance "
                    f"{load['imbalance']:g} (max over mean writes per shard; above 1.5 "
                    f"flags a hot shard); writes: {writes}")
-    if scripted and r["queued_at_end"]:
-        left = "; ".join(f"{s}: " + ", ".join(f"{k} {n}" for k, n in keys.items())
-                         for s, keys in r["queued_at_end"].items())
+    if r["queued_at_end"]:
+        def top(keys: dict[str, int]) -> str:
+            items = sorted(keys.items(), key=lambda kv: (-kv[1], kv[0]))
+            more = f", {len(items) - 3} more keys" if len(items) > 3 else ""
+            return ", ".join(f"{k} {n}" for k, n in items[:3]) + more
+        left = "; ".join(f"{s}: {top(keys)}" for s, keys in r["queued_at_end"].items())
         out.append(f"{name}: left queued at the end: {left}")
     x = r["cross_channel_full"]
     if x["count"]:
@@ -261,12 +274,14 @@ def _title(sc) -> str:
                      "response ring)")
     if sc.faults:
         parts.append(_plural(len(sc.faults), "fault"))
-    mixed = [o.name for o in sc.processes if o.router] + [
+    mixed = [o.name for o in sc.processes if o.router and o.router != sc.router] + [
         a.name for a in sc.actors if a.router and a.router != sc.router]
     if mixed:
-        parts.append(f"{len(mixed)} of {sc.interface_servers + sc.workers} processes on "
-                     "their own router (the row names the default)")
-    other_hosts = [o.name for o in sc.processes if o.hosts]
+        total = sc.interface_servers + sc.workers + len(sc.actors)
+        parts.append(f"{len(mixed)} of {total} processes on another router than the "
+                     "row's")
+    other_hosts = [o.name for o in sc.processes if o.hosts] + [
+        a.name for a in sc.actors if a.hosts]
     if other_hosts:
         parts.append(f"{_plural(len(other_hosts), 'process')} with own host lists")
     return ", ".join(parts)
@@ -346,8 +361,8 @@ def _load_table(path: str | None) -> dict[str, Any]:
 
 def _hash_seeds(text: str) -> tuple[int, int]:
     try:
-        a, _, b = text.partition(",")
-        seeds = (int(a), int(b or a))
+        a, b = text.split(",")
+        seeds = (int(a), int(b))
     except ValueError:
         seeds = None
     if seeds is None or not all(0 <= x <= 4294967295 for x in seeds):
@@ -407,21 +422,21 @@ def cmd_route(args: argparse.Namespace) -> int:
         if r["send_rule"] != "hash":
             send = r["send_rule"]
         else:
-            send = str(r["send_shard"])
+            send = f"shard{r['send_shard']}"
         if not specific:
             meets, listen = "any worker", "any"
         else:
-            listen = ", ".join(map(str, r["listen_shards"]))
+            listen = ", ".join(f"shard{i}" for i in r["listen_shards"])
             if r["meets"] is None:
                 meets = f"[red]1 in {n}[/red]" if n > 1 else "yes"
             else:
                 meets = "yes" if r["meets"] else "[red]NO[/red]"
-        group = "-" if r["group_send_shard"] is None else str(r["group_send_shard"])
+        group = "-" if r["group_send_shard"] is None else f"shard{r['group_send_shard']}"
         t.add_row(r["name"], r["router"], r["kind"], r["stored_under"], send, listen,
                   group, meets)
     out = _stdout_console()
     out.print(t)
-    if "channels_redis-pubsub-3.3" in routers:
+    if any(r["router"] == "channels_redis-pubsub-3.3" for r in rows):
         out.print(f"channels_redis-pubsub-3.3: sender hash seed {send_seed}, listener "
                   f"hash seed {listen_seed} (--hash-seeds)", highlight=False)
     return 0
@@ -433,7 +448,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"shardlab: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

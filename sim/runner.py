@@ -28,12 +28,14 @@ def expected_requests(sc: Scenario) -> int:
     return int(sc.duration * load.rate)
 
 
-def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None,
+                 events: bool = False) -> dict[str, Any]:
     """Simulate ``sc`` to the end of its drain time and return its result.
 
     ``progress``, if given, is called now and then with the requests offered so far.
+    ``events=True`` adds the run's event log (`sim.events`) as ``events``.
     """
-    world = World(sc)
+    world = World(sc, events=events)
     env = world.env
     if progress is None:
         env.run(until=world.load_done)
@@ -64,12 +66,15 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         "cross_channel_full": {"count": world.cross_channel_full,
                                "first": world.cross_channel_first},
         "config": sc.to_dict(),
-        **({"trace": world.trace} if sc.steps else {}),
+        **({"trace": world.trace, "trace_omitted": world.trace_omitted}
+           if sc.steps else {}),
+        **({"events": world.events} if events else {}),
     }
 
 
 #: A shard is hot when it takes more than this many times the mean shard load.
 HOT_FACTOR = 1.5
+MIN_MEAN = 5.0
 
 
 def shard_load(world: World) -> dict[str, Any]:
@@ -83,7 +88,8 @@ def shard_load(world: World) -> dict[str, Any]:
         "by_kind": {k: {name: s.writes[i] for name, s in world.shards.items()}
                     for i, k in enumerate(KINDS)},
         "imbalance": imbalance,
-        "hot_shards": [n for n, w in writes.items() if total and len(writes) > 1
-                       and w > HOT_FACTOR * mean],
+        # a hot shard needs enough traffic to tell: at least MIN_MEAN writes a shard
+        "hot_shards": [n for n, w in writes.items() if len(writes) > 1
+                       and mean >= MIN_MEAN and w > HOT_FACTOR * mean],
     }
 

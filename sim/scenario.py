@@ -77,7 +77,7 @@ from importlib import resources
 from typing import Any
 
 from layer.names import ChannelNameError, validate_channel_name, validate_group_name
-from layer.routing import PROFILE_NAMES
+from layer.routing import PROFILE_NAMES, make_router
 
 __all__ = ["Scenario", "Load", "Topology", "ProcessOverride", "Fault", "ScenarioError",
            "load_scenario", "default_scenario", "read_scenario_data", "Actor", "Step",
@@ -327,7 +327,7 @@ def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
     if not isinstance(items, list):
         _fail("", "processes", items, "must be an array of tables ([[processes]])")
     out, seen = [], set()
-    names = sc.process_names
+    names = sc.process_names[:sc.interface_servers + sc.workers]  # actors say their own
     for i, item in enumerate(items):
         where = f"processes[{i}]."
         if not isinstance(item, dict):
@@ -375,8 +375,10 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
     ifaces = tuple(p for p in procs if p.startswith("iface"))
     targets = {
         "shard_crash": (shards, "a shard: " + ", ".join(shards)),
-        "worker_crash": (workers, f"a worker: worker0..worker{len(workers) - 1}"),
-        "iface_crash": (ifaces, f"an interface server: iface0..iface{len(ifaces) - 1}"),
+        "worker_crash": (workers, f"a worker: worker0..worker{len(workers) - 1}"
+                         if workers else "a worker, and this scenario has none"),
+        "iface_crash": (ifaces, f"an interface server: iface0..iface{len(ifaces) - 1}"
+                        if ifaces else "an interface server, and this scenario has none"),
         "partition": (procs, "a process name (iface0, worker3, ...)"),
     }
     # A fault after the end of the run would never fire: refuse it (when the end is known).
@@ -389,8 +391,8 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
         allowed = ("kind", "at") + FAULT_KEYS[kind]
         duration = item.get("duration", 0.0)
         if "duration" in allowed and not (_is_num(duration) and 0 < duration <= 1e9):
-            _fail(where, "duration", duration, "must be a number of seconds > 0 (how long "
-                  "it lasts; a crashed part comes back after it)")
+            _fail(where, "duration", duration, "must be a number of seconds > 0 and at "
+                  "most 1e9 (how long it lasts; a crashed part comes back after it)")
         target = item.get("target", "")
         if kind in targets and target not in targets[kind][0]:
             _fail(where, "target", target, "must be " + targets[kind][1])
@@ -439,9 +441,10 @@ def _tagged(item: dict, where: str, tag: str, keys: dict[str, tuple[str, ...]],
     if missing:
         _fail(where, missing[0], _MISSING, f"is required for {tag} {value!r}")
     at = item["at"]
-    if not (_is_num(at) and at >= 0) or (end is not None and at > end):
-        _fail(where, "at", at, "must be a number of seconds from 0 to "
-              + (f"{end:g} (the end of the run)" if end is not None else "1e9"))
+    if not (_is_num(at) and 0 <= at <= 1e9) or (end is not None and at >= end):
+        _fail(where, "at", at, "must be a number of seconds from 0 up to "
+              + (f"(not including) {end:g}, the end of the run" if end is not None
+                 else "1e9"))
     return value, at
 
 
@@ -487,24 +490,60 @@ def _actors(items: Any, sc: Scenario) -> tuple[Actor, ...]:
         listening = item.get("listening", True)
         if not isinstance(listening, bool):
             _fail(where, "listening", listening, "must be true or false")
+        if prefix and any(a.prefix == prefix for a in out):
+            _fail(where, "prefix", prefix, "must not be another actor's prefix (a prefix "
+                  "names one process)")
         out.append(Actor(name, prefix, tuple(channels), router, hosts, seed, listening))
     return tuple(out)
 
 
-def _valid_name(name: str) -> bool:
-    for dialect in ("channels", "asgi1", "channels-2015"):
+_DIALECT_WORDS = {"channels": "Channels 2+ names, such as specific.AbCd!x1",
+                  "asgi1": "ASGI 1 names, with '!' or '?'",
+                  "channels-2015": "2015 names, such as !http.response.abc"}
+
+
+def _valid_name(name: str, dialect: str | None = None) -> bool:
+    """Valid under ``dialect``, or under any generation's rule when it is None."""
+    for d in (dialect,) if dialect else ("channels", "asgi1", "channels-2015"):
         try:
-            validate_channel_name(name, dialect)
+            validate_channel_name(name, d)
             return True
         except ChannelNameError:
             pass
     return False
 
 
+def _one_generation(sc: Scenario) -> str:
+    """Every process must run the same generation of layer: the same channel-name
+    rules and the same storage (a pub/sub layer cannot read a list layer's keys, and
+    a 2015 name is not a channels_redis name). Returns the shared dialect."""
+    used = {sc.router: "router"}
+    for i, o in enumerate(sc.processes):
+        if o.router:
+            used.setdefault(o.router, f"processes[{i}].router")
+    for i, a in enumerate(sc.actors):
+        if a.router:
+            used.setdefault(a.router, f"actors[{i}].router")
+    def generation(name: str):
+        # live:channels_redis is channels_redis 4.3.0 itself: judge it by that profile
+        return make_router("channels_redis-4" if name.startswith("live:") else name)
+
+    base = generation(sc.router)
+    for name, key in used.items():
+        r = generation(name)
+        if (r.dialect, r.storage == "pubsub") != (base.dialect, base.storage == "pubsub"):
+            raise ScenarioError(
+                f"key {key!r} = \"{name}\": must be a router of the same generation as "
+                f"{sc.router!r} (one channel-name rule and one storage for the whole "
+                "deployment; a rolling upgrade within a generation is fine)")
+    return base.dialect
+
+
 def _steps(items: Any, sc: Scenario) -> tuple[Step, ...]:
     if not isinstance(items, list):
         _fail("", "steps", items, "must be an array of tables ([[steps]])")
     actors = {a.name: a for a in sc.actors}
+    dialect = _one_generation(sc)  # also checked for the whole scenario at the end
     owned = {c for a in sc.actors for c in a.channels}
     prefixes = {a.prefix for a in sc.actors if a.prefix}
     end = None if sc.load.requests else sc.duration + sc.drain
@@ -524,8 +563,10 @@ def _steps(items: Any, sc: Scenario) -> tuple[Step, ...]:
             _fail(where, "count", count, "must be an integer from 1 to 100000")
         channel = item.get("channel", "")
         if "channel" in allowed:
-            if not isinstance(channel, str) or not _valid_name(channel):
-                _fail(where, "channel", channel, "must be a valid channel name")
+            if not isinstance(channel, str) or not _valid_name(channel, dialect):
+                _fail(where, "channel", channel, f"must be a valid channel name for the "
+                      f"scenario's routers ({_DIALECT_WORDS[dialect]}), fewer than 100 "
+                      "characters")
             local = channel[:channel.find("!") + 1] if "!" in channel else ""
             if ("!" in channel or "?" in channel) and channel not in owned \
                     and local not in prefixes:
@@ -573,6 +614,7 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario
     sc = dataclasses.replace(sc, steps=_steps(data.get("steps", []), sc))
     sc = dataclasses.replace(sc, processes=_processes(data.get("processes", []), sc))
     sc = dataclasses.replace(sc, faults=_faults(data.get("faults", []), sc))
+    _one_generation(sc)
     return sc
 
 

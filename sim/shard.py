@@ -78,6 +78,7 @@ class Shard:
         # processes reconnect when the server is back)
         self.listeners: dict[str, list[Callable[[Msg], None]]] = {}
         self.groups: dict[str, dict[str, float]] = {}
+        self.lost_groups: set[str] = set()  # memberships a crash took (for fates only)
         self.writes = [0] * kinds       # messages written, by kind
 
     # -- expiry ---------------------------------------------------------------------
@@ -215,6 +216,7 @@ class Shard:
                 if not ev.triggered:
                     ev.succeed(None)
         self.keys.clear()
+        self.lost_groups.update(self.groups)
         self.groups.clear()
 
     def restart(self) -> None:

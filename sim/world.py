@@ -60,6 +60,10 @@ _ORPHAN_WINS = (EXPIRED, LOST_IN_CRASH, IN_FLIGHT)
 _RETRY = 1.0  # seconds a receiver waits before reconnecting after an error
 
 
+#: Scripted messages traced one by one; beyond this the ledger still counts them.
+TRACE_LIMIT = 10_000
+
+
 class SimulationError(RuntimeError):
     """The run broke its own accounting (a bug, never a result)."""
 
@@ -98,6 +102,7 @@ class Iface(_Process):
         self.listening: dict[str, frozenset] = {}   # key -> shard names listened on
         self.readable = frozenset(self.response_hosts)
         self.groups: dict[str, str] = {}             # group -> shard holding membership
+        self._attaching: tuple[str, str] | None = None  # event log: (shard, key) in _attach
         self._new_prefix()
 
     def _new_prefix(self) -> None:
@@ -123,7 +128,15 @@ class Iface(_Process):
         partitions = self.world.partitions
         for sid in ids:
             if (self.name, sid) not in partitions:
-                self.world.shards[sid].listen(key, self.on_message)
+                self._attach(self.world.shards[sid], key)
+
+    def _attach(self, shard: Shard, key: str) -> None:
+        """Listen on ``key`` at ``shard``, which hands over what is queued there (the
+        event log records those as ``receive``)."""
+        if self.world.events is not None:
+            self._attaching = (shard.name, key)
+        shard.listen(key, self.on_message)
+        self._attaching = None
 
     def _unregister(self, key: str) -> None:
         for sid in self.listening.pop(key, ()):
@@ -140,6 +153,8 @@ class Iface(_Process):
         token = local_token(self.count)
         self.count += 1
         channel = self.prefix + token
+        if w.events is not None:
+            w.events.append(("request", self.env.now, self.name, self.gen, token, channel))
         router = self.router
         pubsub = router.storage == "pubsub"
         group = None
@@ -169,6 +184,8 @@ class Iface(_Process):
         """A response reached a key this server listens on."""
         w = self.world
         now = self.env.now
+        if self._attaching is not None:
+            w.events.append(("receive", now, self.name, *self._attaching, msg.channel))
         if msg.owner is not self or msg.owner_gen != self.gen:
             w.settle(msg, ORPHANED)
         elif now - msg.start > w.sc.client_timeout:
@@ -217,7 +234,7 @@ class Iface(_Process):
                 if on:
                     shard.unlisten(key, self.on_message)
                 else:
-                    shard.listen(key, self.on_message)
+                    self._attach(shard, key)
 
 
 class Worker(_Process):
@@ -238,6 +255,8 @@ class Worker(_Process):
         return self.rng.expovariate(1.0 / sc.service_time)
 
     def run(self):
+        if self.gen and self.world.events is not None:
+            self.world.events.append(("worker_restart", self.env.now, self.name))
         try:
             if self.router.storage == "pubsub":
                 yield from self._run_pubsub()
@@ -253,6 +272,7 @@ class Worker(_Process):
         router = self.router
         sticky = router.poll_sticks
         timeout = router.receive_timeout
+        log = w.events
         while True:
             router = self.router  # a host change swaps it
             hosts = self.hosts
@@ -279,6 +299,8 @@ class Worker(_Process):
                     if sticky:
                         yield env.timeout(_RETRY)  # the connection broke: reconnect
                     continue
+            elif log is not None:
+                log.append(("take", env.now, self.name, sid, msg.channel))
             yield from self._serve(msg)
 
     def _run_pubsub(self):
@@ -313,14 +335,22 @@ class Worker(_Process):
         yield self.env.timeout(self.service_time())
         self.holding = None
         self.world.settle(msg, DELIVERED)
-        self.world.reply(self, msg)
+        if msg.trace is not None:
+            msg.trace["deliveries"] += 1
+        if msg.kind == REQUEST:  # a scripted message on the channel is served, not answered
+            self.world.reply(self, msg)
 
     def _drop_all(self) -> None:
         w = self.world
+        ev = self.wait_ev
+        if w.events is not None:
+            handed = ev.value if ev is not None and ev.triggered else None
+            held = [m.channel for m in (self.holding, handed, *self.inbox)
+                    if isinstance(m, Msg)]
+            w.events.append(("worker_crash", self.env.now, self.name, tuple(held)))
         if self.holding is not None:
             w.settle(self.holding, DROPPED_BY_DEAD_WORKER)
             self.holding = None
-        ev = self.wait_ev
         if ev is not None:
             if ev.triggered and isinstance(ev.value, Msg):
                 w.settle(ev.value, DROPPED_BY_DEAD_WORKER)  # handed over as it died
@@ -378,6 +408,7 @@ class Actor(Iface):
         self.fixed_prefix = node["prefix"]
         self.channels = tuple(node["channels"])
         self.listens = node["listening"]
+        self.group_channels: dict[str, list[str]] = {}  # pub/sub: kept by the process
         super().__init__(world, name)
 
     def _new_prefix(self) -> None:
@@ -401,13 +432,7 @@ class Actor(Iface):
                 self._register(key, channel)
 
     def on_message(self, msg: Msg) -> None:
-        w = self.world
-        if msg.done and msg.group is not None:
-            # a pub/sub group publish reached one more member: that member's copy
-            w.ledger.sent[msg.kind] += 1
-            w.ledger.fates[msg.kind][DELIVERED] += 1
-        else:
-            w.settle(msg, DELIVERED)
+        self.world.settle(msg, DELIVERED)
         if msg.trace is not None:
             msg.trace["deliveries"] += 1
 
@@ -417,20 +442,29 @@ class Actor(Iface):
 
 
 class World:
-    """One run of one scenario."""
+    """One run of one scenario; ``events=True`` keeps the event log (`sim.events`) in
+    ``events`` (None when off)."""
 
-    def __init__(self, sc: Scenario):
+    def __init__(self, sc: Scenario, events: bool = False):
         self.sc = sc
         self.env = simpy.Environment()
         self.ledger = Ledger()
         self.monitors = Monitors()
         self.graph = build_topology(sc)
-        self.shards = {s: Shard(self.env, s, sc.expiry, self.settle, len(KINDS), self._on_full)
+        self.events: list[tuple] | None = [] if events else None
+        self._crash_lost: list[str] = []
+        if events:  # log fates, and which shard expired or lost a message
+            self.settle = self._settle_logged
+        self.shards = {s: Shard(self.env, s, sc.expiry,
+                                self._shard_settle(s) if events else self.settle,
+                                len(KINDS), self._on_full)
                        for s in sc.shard_names}
         self.cross_channel_full = 0
         self.cross_channel_first: dict | None = None
         self.trace: list[dict] = []
+        self.trace_omitted = 0
         self.partitions: set[tuple[str, str]] = set()
+        self._faults_on: dict[tuple, int] = {}  # overlapping faults on one part
         # ChannelFull errors raised to senders (send()); group_send drops silently
         self.channel_full_errors = [0] * len(KINDS)
         self.ifaces = [Iface(self, f"iface{i}") for i in range(sc.interface_servers)]
@@ -452,6 +486,10 @@ class World:
         self.env.process(self._load())
         for fault in sc.faults:
             self.env.process(self._fault(fault))
+        if events:
+            for p in (*self.ifaces, *self.workers):
+                self.events.append(("start", 0.0, p.name, getattr(p, "prefix", None),
+                                    p.hash_seed, p.hosts))
 
     # -- accounting -----------------------------------------------------------------
     def settle(self, msg: Msg, fate: int, at: float | None = None) -> None:
@@ -469,6 +507,58 @@ class World:
         if msg.trace is not None:
             msg.trace["fate"] = FATES[fate]
             msg.trace["fate_at"] = round(self.env.now if at is None else at, 6)
+
+    def _settle_logged(self, msg: Msg, fate: int, at: float | None = None) -> None:
+        if not msg.done:
+            self.events.append(("fate", self.env.now, KINDS[msg.kind], msg.channel,
+                                FATES[fate]))
+        World.settle(self, msg, fate, at)
+
+    def _shard_settle(self, sid: str):
+        """Shard ``sid``'s fate entry when the event log is on: notes its expiries and
+        crash losses, then settles."""
+        def settle(msg: Msg, fate: int, at: float | None = None) -> None:
+            if not msg.done:
+                if fate == EXPIRED:
+                    self.events.append(("expire", self.env.now, sid, msg.channel,
+                                        KINDS[msg.kind]))
+                elif fate == LOST_IN_CRASH:
+                    self._crash_lost.append(msg.channel)
+            self.settle(msg, fate, at)
+        return settle
+
+    def _log_write(self, verb: str, sender: _Process, msg: Msg, sid: str, ok: bool,
+                   reached: tuple[str, ...]) -> None:
+        """A ``send_request`` or ``reply`` event: where ``msg`` went and what happened
+        (``ok``: the put or publish was made; ``reached``: the listeners it had)."""
+        shard = self.shards[sid]
+        detail = None
+        if not shard.up:
+            outcome = "down"
+        elif (sender.name, sid) in self.partitions:
+            outcome = "unreachable"
+        elif sender.router.storage == "pubsub":
+            outcome, detail = "published", reached
+        elif not ok:
+            outcome = "full"
+        elif msg.kind == REQUEST:
+            k = shard.keys.get(self.sc.request_channel)
+            if k is not None and k.q and k.q[-1] is msg:
+                outcome = "queued"
+            else:
+                outcome = "handed"
+                detail = next(w.name for w in self.workers if w.wait_ev is not None
+                              and w.wait_ev.triggered and w.wait_ev.value is msg)
+        elif msg.done:
+            outcome, detail = "delivered", reached[0]
+        else:
+            outcome = "stored"
+        self.events.append((verb, self.env.now, sender.name, msg.channel, sid, outcome,
+                            detail))
+
+    @staticmethod
+    def _listener_names(shard: Shard, key: str) -> tuple[str, ...]:
+        return tuple(cb.__self__.name for cb in shard.listeners.get(key, ()))
 
     # -- writes ---------------------------------------------------------------------
     def _reachable(self, sender: str, sid: str, msg: Msg) -> Shard | None:
@@ -492,12 +582,16 @@ class World:
         if msg.trace is not None:
             msg.trace["shard"] = sid
         shard = self._reachable(sender.name, sid, msg)
-        if shard is None:
-            return
-        if router.storage == "pubsub":
-            self._publish(shard, channel, msg, sender.name)
-        elif not shard.put(channel, msg, self.sc.capacity, router.storage == "sorted_set"):
-            self.channel_full_errors[msg.kind] += 1
+        ok = False
+        if shard is not None:
+            if router.storage == "pubsub":
+                self._publish(shard, channel, msg, sender.name)
+            elif not (ok := shard.put(channel, msg, self.sc.capacity,
+                                      router.storage == "sorted_set")):
+                self.channel_full_errors[msg.kind] += 1
+        if self.events is not None and msg.kind == REQUEST:
+            self._log_write("send_request", sender, msg, sid, ok,
+                            self._listener_names(self.shards[sid], channel))
 
     def _publish(self, shard: Shard, key: str, msg: Msg, sender: str) -> None:
         n = shard.publish(key, msg)
@@ -539,7 +633,10 @@ class World:
         router = worker.router
         sid = worker.response_hosts[idx]
         shard = self._reachable(worker.name, sid, msg)
+        log = self.events is not None and msg.kind == RESPONSE
         if shard is None:
+            if log:
+                self._log_write("reply", worker, msg, sid, False, ())
             return
         owner = msg.owner
         key = router.storage_key(channel)
@@ -550,11 +647,15 @@ class World:
                     self.env.now, channel, worker.name, sid,
                     owner.listen_ids(key, channel), owner.readable):
                 msg.misrouted = True
+        reached = self._listener_names(shard, key) if log else ()
+        ok = True
         if router.storage == "pubsub":
             self._publish(shard, key, msg, worker.name)
-        elif not shard.put(key, msg, self.sc.capacity, router.storage == "sorted_set") \
-                and msg.group is None:
+        elif not (ok := shard.put(key, msg, self.sc.capacity,
+                                  router.storage == "sorted_set")) and msg.group is None:
             self.channel_full_errors[msg.kind] += 1  # send() raised ChannelFull
+        if log:
+            self._log_write("reply", worker, msg, sid, ok, reached)
 
     def _group_send(self, worker: Worker, msg: Msg) -> None:
         router = worker.router
@@ -577,7 +678,10 @@ class World:
                     self.env.now, group, worker.name, gsid, frozenset(elsewhere),
                     msg.owner.readable if msg.owner is not None else frozenset(elsewhere))
                 msg.misrouted = True
-            self.settle(msg, LOST_IN_CRASH if not elsewhere else EXPIRED)
+            # no member anywhere: lost with a crash of the group's shard, else the
+            # group was simply empty (nobody to receive it)
+            self.settle(msg, EXPIRED if elsewhere else LOST_IN_CRASH
+                        if group in gshard.lost_groups else ORPHANED)
             return
         # One copy per member channel, as a consumer sees it (channels_redis 4 writes
         # one message per key listing its channels; the process hands each its copy).
@@ -661,11 +765,14 @@ class World:
                 group: str | None) -> Msg:
         msg = Msg(SCRIPTED, owner, owner.gen if owner is not None else 0, channel,
                   self.env.now, group)
+        self.ledger.sent[SCRIPTED] += 1
+        if len(self.trace) >= TRACE_LIMIT:  # the ledger still counts it
+            self.trace_omitted += 1
+            return msg
         msg.trace = {"step": index, "at": round(self.env.now, 6), "actor": actor.name,
                      "op": step.op, "channel": channel, "group": group, "shard": None,
                      "fate": None, "fate_at": None, "deliveries": 0}
         self.trace.append(msg.trace)
-        self.ledger.sent[SCRIPTED] += 1
         return msg
 
     def owner_of(self, channel: str) -> "Actor | None":
@@ -685,7 +792,12 @@ class World:
 
     def _op_group_add(self, actor: "Actor", index: int, step) -> None:
         router = actor.router
-        if router.storage == "pubsub":  # the channel's process subscribes to the group
+        if router.storage == "pubsub":
+            # the pub/sub layer keeps group membership in the process, and subscribes
+            # the process to the group's channel while any of its channels is in it
+            members = actor.group_channels.setdefault(step.group, [])
+            if step.channel not in members:
+                members.append(step.channel)
             gch = router.group_channel(step.group)
             if gch not in actor.listening:
                 actor._register(gch, gch)
@@ -699,7 +811,12 @@ class World:
     def _op_group_discard(self, actor: "Actor", index: int, step) -> None:
         router = actor.router
         if router.storage == "pubsub":
-            actor._unregister(router.group_channel(step.group))
+            members = actor.group_channels.get(step.group, [])
+            if step.channel in members:
+                members.remove(step.channel)
+            if not members:
+                actor.group_channels.pop(step.group, None)
+                actor._unregister(router.group_channel(step.group))
             return
         hosts = actor.response_hosts
         sid = hosts[router.group_shard(step.group, hosts)]
@@ -722,11 +839,32 @@ class World:
         shard = self._reachable(actor.name, sid, msg)
         if shard is None:
             return
-        listened = frozenset(x for a in self.actors for x in a.listening.get(gch, ()))
-        if listened and not self.monitors.on_rendezvous(self.env.now, gch, actor.name, sid,
-                                                        listened):
-            msg.misrouted = True
-        self._publish(shard, gch, msg, actor.name)
+        shard.writes[msg.kind] += 1  # one publish
+        # One message per member channel, as the receiving processes hand them out;
+        # each member hears the publish only if it subscribed on this very shard.
+        members = [(a, ch) for a in self.actors if a.up
+                   for ch in a.group_channels.get(step.group, ())]
+        if not members:
+            self.settle(msg, ORPHANED)  # nobody subscribed: pub/sub keeps nothing
+            return
+        now = self.env.now
+        for i, (member, channel) in enumerate(members):
+            copy = msg
+            if i:
+                copy = Msg(msg.kind, member, member.gen, channel, msg.start, step.group)
+                copy.trace = {**msg.trace, "deliveries": 0}
+                self.trace.append(copy.trace)
+                self.ledger.sent[msg.kind] += 1
+            copy.owner, copy.owner_gen, copy.channel = member, member.gen, channel
+            copy.trace["channel"] = channel
+            if not self.monitors.on_rendezvous(now, gch, actor.name, sid,
+                                               member.listening.get(gch, frozenset())):
+                copy.misrouted = True
+            if copy.misrouted or (member.name, sid) in self.partitions:
+                self.settle(copy, ORPHANED)  # misrouted when it derived another shard
+            else:
+                self.settle(copy, DELIVERED)
+                copy.trace["deliveries"] += 1
 
     def _on_full(self, shard: Shard, key: str, msg: Msg, queued) -> None:
         """A send was refused: note it when other channels' messages filled the key."""
@@ -740,13 +878,33 @@ class World:
                     "queued": len(queued)}
 
     # -- faults ---------------------------------------------------------------------
+    def _begin(self, what) -> bool:
+        """A fault on ``what`` starts; True when it was not already under one."""
+        n = self._faults_on.get(what, 0)
+        self._faults_on[what] = n + 1
+        return n == 0
+
+    def _end(self, what) -> bool:
+        """A fault on ``what`` ends; True when it was the last one covering it."""
+        self._faults_on[what] -= 1
+        return self._faults_on[what] == 0
+
     def _fault(self, f: Fault):
         env = self.env
         yield env.timeout(f.at)
+        log = self.events
         if f.kind == "shard_crash":
-            self.shards[f.target].crash()
+            # Overlapping faults nest: the shard is back when the last one ends.
+            if self._begin(("down", f.target)):
+                self._crash_lost = []
+                self.shards[f.target].crash()
+                if log is not None:
+                    log.append(("shard_crash", env.now, f.target, tuple(self._crash_lost)))
             yield env.timeout(f.duration)
-            self.shards[f.target].restart()
+            if self._end(("down", f.target)):
+                self.shards[f.target].restart()
+                if log is not None:
+                    log.append(("shard_restart", env.now, f.target))
         elif f.kind in ("worker_crash", "iface_crash"):
             p = self.procs[f.target]
             if not p.up:
@@ -756,19 +914,27 @@ class World:
             p.restart()
         elif f.kind == "partition":
             pair = (f.target, f.shard)
-            self.partitions.add(pair)
             p = self.procs[f.target]
-            if isinstance(p, Iface):
-                p.partition(f.shard, True)
-            else:
-                p.wake(f.shard)
+            if self._begin(("cut", pair)):
+                if log is not None:
+                    log.append(("partition", env.now, f.target, f.shard, True))
+                self.partitions.add(pair)
+                if isinstance(p, Iface):
+                    p.partition(f.shard, True)
+                else:
+                    p.wake(f.shard)
             yield env.timeout(f.duration)
-            self.partitions.discard(pair)
-            if isinstance(p, Iface) and p.up:
-                p.partition(f.shard, False)
+            if self._end(("cut", pair)):
+                self.partitions.discard(pair)
+                if log is not None:
+                    log.append(("partition", env.now, f.target, f.shard, False))
+                if isinstance(p, Iface) and p.up:
+                    p.partition(f.shard, False)
         elif f.kind == "host_change":
             for name in f.processes:
                 p = self.procs[name]
+                if log is not None:
+                    log.append(("host_change", env.now, name, f.hosts))
                 if p.up:
                     p.change_hosts(f.hosts)
                 else:  # down: its restart reads the new configuration

@@ -190,3 +190,123 @@ def test_scripted_scenarios_are_validated(change, key, value):
         scenario_from_dict({**BASE, **change})
     msg = str(err.value)
     assert "\n" not in msg and key in msg and value in msg
+
+
+# -- regressions from a user's session with scripted scenarios -------------------------
+
+def scripted(actors, steps, **top):
+    data = {"interface_servers": 0, "workers": 0, "duration": 10.0, "drain": 0.0,
+            "actors": actors, "steps": steps, **top}
+    return run_scenario(scenario_from_dict(data, "t"))
+
+
+def test_a_scripted_message_on_the_request_channel_is_served_not_answered():
+    """Invariant (conservation, no phantom replies): a scripted send on the request
+    channel is taken by a worker and delivered; it makes no response, so responses
+    still equal the clients' requests."""
+    data = {"duration": 10.0, "load": {"rate": 20.0},
+            "actors": [{"name": "sender"}],
+            "steps": [{"at": 1.0, "actor": "sender", "op": "send",
+                       "channel": "http.request"}]}
+    r = run_scenario(scenario_from_dict(data, "t"))
+    assert r["sent"]["response"] == r["sent"]["request"]
+    (e,) = r["trace"]
+    assert (e["fate"], e["deliveries"]) == ("delivered", 1)
+
+
+PUBSUB_P = [{"name": "p", "channels": ["specific.P!a", "specific.P!b"], "hash_seed": 1},
+            {"name": "sender", "hash_seed": 1}]
+
+
+@pytest.mark.parametrize("router", ["channels_redis-pubsub", "channels_redis-pubsub-3.3"])
+def test_pubsub_group_gives_each_member_channel_its_copy(router):
+    """Invariant (pub/sub groups as the layer kept them): one group_send gives each of
+    a process's channels in the group one copy; discarding one channel keeps the
+    process subscribed for the other."""
+    add = [{"at": 0.0, "actor": "p", "op": "group_add", "group": "room", "channel": c}
+           for c in ("specific.P!a", "specific.P!b")]
+    r = scripted(PUBSUB_P, add + [{"at": 1.0, "actor": "sender", "op": "group_send",
+                                   "group": "room"}], router=router)
+    assert sorted((e["channel"], e["fate"], e["deliveries"]) for e in r["trace"]) == [
+        ("specific.P!a", "delivered", 1), ("specific.P!b", "delivered", 1)]
+    r = scripted(PUBSUB_P, add + [
+        {"at": 1.0, "actor": "p", "op": "group_discard", "group": "room",
+         "channel": "specific.P!a"},
+        {"at": 2.0, "actor": "sender", "op": "group_send", "group": "room"}], router=router)
+    assert [(e["channel"], e["fate"]) for e in r["trace"]] == [("specific.P!b", "delivered")]
+
+
+def test_pubsub_33_group_members_on_other_shards_are_misrouted_each():
+    """Invariant (rendezvous per member): under pub/sub 3.3 every subscriber that
+    derived another shard for the group's channel misses the publish, and each such
+    member is one misrouted message (not a silent absence)."""
+    from layer.routing import make_router
+    gch = "asgi__group__room"
+    seeds = {"s1": 1, "s2": 2, "s3": 3}
+    actors = [{"name": n, "channels": [f"specific.{n}!x"], "hash_seed": h}
+              for n, h in seeds.items()] + [{"name": "sender", "hash_seed": 2}]
+    steps = [{"at": 0.0, "actor": n, "op": "group_add", "group": "room",
+              "channel": f"specific.{n}!x"} for n in seeds]
+    steps.append({"at": 1.0, "actor": "sender", "op": "group_send", "group": "room"})
+    r = scripted(actors, steps, router="channels_redis-pubsub-3.3")
+    hosts = ("shard0", "shard1", "shard2")
+    sent_to = make_router("channels_redis-pubsub-3.3", hash_seed=2).send_shard(gch, hosts)
+    expect = {f"specific.{n}!x": "delivered" if make_router(
+        "channels_redis-pubsub-3.3", hash_seed=h).listen_shards(gch, hosts)[0] == sent_to
+        else "misrouted" for n, h in seeds.items()}
+    assert {e["channel"]: e["fate"] for e in r["trace"]} == expect
+    assert r["sent"]["scripted"] == 3 and "misrouted" in expect.values()
+
+
+def test_overlapping_faults_nest():
+    """Invariant (fault schedules): a shard or a partition comes back only when the
+    last fault covering it ends, not when a shorter one inside it ends."""
+    actors = [{"name": "a", "prefix": "specific.a!"}, {"name": "b"}]
+    send = [{"at": 1.5, "actor": "b", "op": "send", "channel": "specific.a!x"}]
+    listen = f"shard{consistent_hash('specific.a!', 3)}"
+    crash = [{"kind": "shard_crash", "at": 0.5, "target": listen, "duration": 3.0},
+             {"kind": "shard_crash", "at": 0.7, "target": listen, "duration": 0.2}]
+    r = scripted(actors, send, router="fixed", faults=crash)
+    assert r["trace"][0]["fate"] == "lost_in_crash"
+    cut = [{"kind": "partition", "at": 0.5, "target": "b", "shard": listen, "duration": 3.0},
+           {"kind": "partition", "at": 0.7, "target": "b", "shard": listen, "duration": 0.5}]
+    r = scripted(actors, send, router="fixed", faults=cut)
+    assert r["trace"][0]["fate"] == "unreachable"
+
+
+def test_group_send_to_an_empty_group_is_orphaned_not_lost_in_crash():
+    """Invariant (fates name their cause): with no crash, a group_send that finds no
+    member reached nobody: orphaned; after a crash took the membership: lost_in_crash."""
+    actors = [{"name": "a", "prefix": "specific.a!"}, {"name": "b"}]
+    r = scripted(actors, [{"at": 1.0, "actor": "b", "op": "group_send", "group": "g"}])
+    assert r["trace"][0]["fate"] == "orphaned"
+    gshard = f"shard{consistent_hash('g', 3)}"
+    r = scripted(actors, [
+        {"at": 0.0, "actor": "a", "op": "group_add", "group": "g", "channel": "specific.a!x"},
+        {"at": 2.0, "actor": "b", "op": "group_send", "group": "g"}],
+        faults=[{"kind": "shard_crash", "at": 1.0, "target": gshard, "duration": 0.5}])
+    assert r["trace"][0]["fate"] == "lost_in_crash"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"actors": [{"name": "a"}], "steps": [{"at": 10.0, "actor": "a", "op": "send",
+                                            "channel": "jobs"}]}, "steps[0].at"),
+    ({"actors": [{"name": "a"}], "processes": [{"name": "a", "hosts": ["shard0"]}]},
+     "processes[0].name"),
+    ({"actors": [{"name": "a", "prefix": "specific.a!"},
+                 {"name": "b", "prefix": "specific.a!"}]}, "actors[1].prefix"),
+    ({"actors": [{"name": "a", "router": "channels-2015"}]}, "actors[0].router"),
+    ({"actors": [{"name": "a", "router": "channels_redis-pubsub"}]}, "actors[0].router"),
+    ({"actors": [{"name": "a"}], "steps": [{"at": 1.0, "actor": "a", "op": "send",
+                                            "channel": "!http.response.abc"}]},
+     "steps[0].channel"),
+])
+def test_inconsistent_scripts_are_refused(data, key):
+    """Invariant (bad input): a step at the very end (it would never run), an override
+    of an actor, two actors with one prefix, and processes of different generations
+    (names or storage one cannot read from the other) are one-line errors."""
+    from sim.scenario import ScenarioError
+    with pytest.raises(ScenarioError) as err:
+        scenario_from_dict({"interface_servers": 0, "workers": 0, "duration": 5.0,
+                            "drain": 5.0, **data}, "t")
+    assert key in str(err.value) and "\n" not in str(err.value)
