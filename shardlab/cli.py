@@ -57,11 +57,14 @@ def _router_name(text: str) -> str:
 _MIN_WIDTH = 150
 
 
-def _stdout_console() -> Console:
-    """Wide enough for whole rows: a narrow terminal wraps lines rather than lose digits."""
+def _stdout_console(*renderables) -> Console:
+    """Wide enough for whole rows of ``renderables``: a narrow terminal wraps lines
+    rather than lose digits to an ellipsis."""
     console = Console()
-    if console.width < _MIN_WIDTH:
-        console = Console(width=_MIN_WIDTH)
+    need = max([_MIN_WIDTH] + [Console(width=1000).measure(r).maximum
+                               for r in renderables])
+    if console.width < need:
+        console = Console(width=need)
     return console
 
 
@@ -331,22 +334,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, {"mode": "sim", "runs": results},
                           inputs=[args.scenario or ""])
     if not args.quiet:
-        out = _stdout_console()
         sc = scenarios[0]
         scripted = bool(sc.steps)
         if sc.interface_servers or not scripted:
-            out.print(_run_table(results, _title(sc)))
+            table = _run_table(results, _title(sc))
             notes = _notes(results)
         else:
-            out.print(_script_table(results, _title(sc)))
+            table = _script_table(results, _title(sc))
             notes = [line for line in _notes(results)[len(_ROW_LEGEND):]]
+        traces = [_trace_table(r) for r in results] if scripted else []
+        out = _stdout_console(table, *traces)
+        out.print(table)
         for r in results:
             notes += _load_notes(r, scripted)
         for line in notes:
             out.print(line, highlight=False, soft_wrap=True)
-        if scripted:
-            for r in results:
-                out.print(_trace_table(r))
+        for t in traces:
+            out.print(t)
     return 0
 
 
@@ -434,7 +438,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         group = "-" if r["group_send_shard"] is None else f"shard{r['group_send_shard']}"
         t.add_row(r["name"], r["router"], r["kind"], r["stored_under"], send, listen,
                   group, meets)
-    out = _stdout_console()
+    out = _stdout_console(t)
     out.print(t)
     if any(r["router"] == "channels_redis-pubsub-3.3" for r in rows):
         out.print(f"channels_redis-pubsub-3.3: sender hash seed {send_seed}, listener "
