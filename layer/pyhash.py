@@ -1,8 +1,8 @@
-"""CPython 3.11 ``hash(str)`` for an explicit ``PYTHONHASHSEED``.
+"""CPython 3.11's built-in ``hash`` of a ``str``, for an explicit ``PYTHONHASHSEED``.
 
-channels_redis 3.3.0's pub/sub layer chose a shard with
-``abs(hash(name)) % number_of_shards``, so processes started with different
-hash seeds routed the same channel to different shards.  To model that profile
+channels_redis 3.3.0's pub/sub layer chose a shard with the absolute value of
+Python's ``hash`` of the name modulo the number of shards, so processes started
+with different hash seeds routed the same channel to different shards.  To model that profile
 deterministically, each simulated process carries a hash seed and calls
 :func:`python_str_hash` instead of the built-in ``hash``.
 
@@ -16,7 +16,7 @@ no small-string DJBX33A shortcut), 64-bit ``Py_hash_t``:
   and 8..15 of the secret read as little-endian uint64.
 * The hashed bytes are the string's internal (PEP 393) representation: 1, 2
   or 4 bytes per code point in native byte order, chosen by the largest code
-  point.  ``hash('') == 0``; the uint64 result is read as signed and ``-1``
+  point.  The empty string hashes to 0; the uint64 result is read as signed and ``-1``
   becomes ``-2``.
 
 ``tests/layer/test_pyhash.py`` checks this against real ``sys.executable``
@@ -99,7 +99,7 @@ def hash_secret_key(hash_seed: int) -> tuple[int, int]:
 
 
 def python_str_hash(s: str, hash_seed: int) -> int:
-    """``hash(s)`` as printed by CPython 3.11 run with ``PYTHONHASHSEED=hash_seed``."""
+    """What CPython 3.11's built-in ``hash`` gives for ``s`` under ``PYTHONHASHSEED=hash_seed``."""
     k0, k1 = hash_secret_key(hash_seed)
     if not s:
         return 0

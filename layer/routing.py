@@ -327,9 +327,9 @@ class PubSub(Router):
 class PubSub33(PubSub):
     """The pub/sub layer as first shipped in channels_redis 3.3.0 (issue #273).
 
-    A shard was chosen with ``abs(hash(name)) % N`` (one host: shard 0), Python's
-    salted string hash, so processes started with different ``PYTHONHASHSEED`` values
-    disagree. Each process carries an explicit ``hash_seed``; the hash is bit-exact
+    A shard was the absolute value of Python's built-in, salted string ``hash`` of
+    the name modulo N (one host: shard 0), so processes started with different
+    ``PYTHONHASHSEED`` values disagree. Each process carries an explicit ``hash_seed``; the hash is bit-exact
     with CPython 3.11's (SipHash-1-3) under ``PYTHONHASHSEED=hash_seed``
     (`layer.pyhash.python_str_hash`).
     """

@@ -323,6 +323,20 @@ def _hosts(value: Any, where: str, key: str, shard_names: tuple[str, ...]) -> tu
     return tuple(value)
 
 
+def _own_setup(item: dict, where: str, sc: Scenario):
+    """A process's own router, host list and hash seed, each None when not given."""
+    router = item.get("router")
+    if router is not None and router not in PROFILE_NAMES:
+        _fail(where, "router", router, "must be one of " + ", ".join(PROFILE_NAMES))
+    hosts = item.get("hosts")
+    if hosts is not None:
+        hosts = _hosts(hosts, where, "hosts", sc.shard_names)
+    seed = item.get("hash_seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed <= 4294967295):
+        _fail(where, "hash_seed", seed, "must be an integer from 0 to 4294967295")
+    return router, hosts, seed
+
+
 def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
     if not isinstance(items, list):
         _fail("", "processes", items, "must be an array of tables ([[processes]])")
@@ -343,15 +357,7 @@ def _processes(items: Any, sc: Scenario) -> tuple[ProcessOverride, ...]:
         if name in seen:
             _fail(where, "name", name, "must not be overridden twice")
         seen.add(name)
-        router = item.get("router")
-        if router is not None and router not in PROFILE_NAMES:
-            _fail(where, "router", router, "must be one of " + ", ".join(PROFILE_NAMES))
-        hosts = item.get("hosts")
-        if hosts is not None:
-            hosts = _hosts(hosts, where, "hosts", sc.shard_names)
-        seed = item.get("hash_seed")
-        if seed is not None and not (_is_int(seed) and 0 <= seed <= 4294967295):
-            _fail(where, "hash_seed", seed, "must be an integer from 0 to 4294967295")
+        router, hosts, seed = _own_setup(item, where, sc)
         out.append(ProcessOverride(name, router, hosts, seed))
     return tuple(out)
 
@@ -478,15 +484,7 @@ def _actors(items: Any, sc: Scenario) -> tuple[Actor, ...]:
         if not isinstance(channels, list) or not all(
                 isinstance(c, str) and _valid_name(c) for c in channels):
             _fail(where, "channels", channels, "must be a list of valid channel names")
-        router = item.get("router")
-        if router is not None and router not in PROFILE_NAMES:
-            _fail(where, "router", router, "must be one of " + ", ".join(PROFILE_NAMES))
-        hosts = item.get("hosts")
-        if hosts is not None:
-            hosts = _hosts(hosts, where, "hosts", sc.shard_names)
-        seed = item.get("hash_seed")
-        if seed is not None and not (_is_int(seed) and 0 <= seed <= 4294967295):
-            _fail(where, "hash_seed", seed, "must be an integer from 0 to 4294967295")
+        router, hosts, seed = _own_setup(item, where, sc)
         listening = item.get("listening", True)
         if not isinstance(listening, bool):
             _fail(where, "listening", listening, "must be true or false")
