@@ -868,14 +868,18 @@ class World:
 
     def _on_full(self, shard: Shard, key: str, msg: Msg, queued) -> None:
         """A send was refused: note it when other channels' messages filled the key."""
-        others = sorted({m.channel for m in queued if m.channel != msg.channel})
-        if others:
-            self.cross_channel_full += 1
-            if self.cross_channel_first is None:
-                self.cross_channel_first = {
-                    "time": round(self.env.now, 6), "shard": shard.name, "key": key,
-                    "channel": msg.channel, "filled_by": others[:5],
-                    "queued": len(queued)}
+        channel = msg.channel
+        for m in queued:  # usually decided by the first message: this is a hot path
+            if m.channel != channel:
+                break
+        else:
+            return
+        self.cross_channel_full += 1
+        if self.cross_channel_first is None:
+            others = sorted({m.channel for m in queued if m.channel != channel})
+            self.cross_channel_first = {
+                "time": round(self.env.now, 6), "shard": shard.name, "key": key,
+                "channel": channel, "filled_by": others[:5], "queued": len(queued)}
 
     # -- faults ---------------------------------------------------------------------
     def _begin(self, what) -> bool:
