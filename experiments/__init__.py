@@ -14,6 +14,8 @@ __all__ = ["ExperimentError", "registry"]
 
 def registry() -> dict:
     """CLI name -> Experiment subclass, in run order (imported on first use)."""
-    from experiments import clusters, hash_seed, hot_shard, rendezvous, resharding
-    mods = (rendezvous, resharding, hot_shard, hash_seed, clusters)
+    from experiments import (clusters, hash_seed, hot_shard, peaky_traffic, rendezvous,
+                             resharding, resharding_rolling, shard_failure)
+    mods = (rendezvous, resharding, hot_shard, hash_seed, clusters, resharding_rolling,
+            shard_failure, peaky_traffic)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in mods}

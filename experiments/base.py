@@ -93,6 +93,14 @@ class Experiment:
     def measure(self, point: Point, seed: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def seed_point(self, point: Point) -> Point:
+        """The point whose identity seeds ``point``'s replications (itself by default).
+
+        An experiment whose series are several counts of one run returns a point
+        without the series, so every series of a replication reads the same run.
+        """
+        return point
+
     def tolerance(self, point: Point) -> float:
         """Largest ``|value - prediction|`` that still counts as agreement."""
         return self._tol
@@ -139,7 +147,8 @@ def _round(x: float | None) -> float | None:
 # -- running ------------------------------------------------------------------------
 
 def _measure_point(exp: Experiment, point: Point) -> list[float]:
-    return [float(exp.measure(point, point_seed(exp.name, point, r)))
+    key = exp.seed_point(point)
+    return [float(exp.measure(point, point_seed(exp.name, key, r)))
             for r in range(exp.replications)]
 
 

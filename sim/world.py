@@ -57,7 +57,9 @@ __all__ = ["World", "SimulationError"]
 # cause (a key on a shard nobody reads fills up, expires or crashes with it).
 _MISROUTE_WINS = (EXPIRED, LOST_IN_CRASH, IN_FLIGHT, ORPHANED, REJECTED_FULL)
 _ORPHAN_WINS = (EXPIRED, LOST_IN_CRASH, IN_FLIGHT)
-_RETRY = 1.0  # seconds a receiver waits before reconnecting after an error
+#: Seconds a receiver waits before it reconnects after an error (a crashed or cut
+#: shard); experiments derive predictions from it.
+RECEIVE_RETRY_S = 1.0
 
 
 #: Scripted messages traced one by one; beyond this the ledger still counts them.
@@ -279,7 +281,7 @@ class Worker(_Process):
             sid = hosts[router.poll_shard(hosts)]
             shard = w.shards[sid]
             if not shard.up or (self.name, sid) in w.partitions:
-                yield env.timeout(_RETRY)
+                yield env.timeout(RECEIVE_RETRY_S)
                 continue
             msg = shard.take(key)
             if msg is None:
@@ -297,7 +299,7 @@ class Worker(_Process):
                 self.wait_ev = self.wait_at = None
                 if msg is None:
                     if sticky:
-                        yield env.timeout(_RETRY)  # the connection broke: reconnect
+                        yield env.timeout(RECEIVE_RETRY_S)  # the connection broke: reconnect
                     continue
             elif log is not None:
                 log.append(("take", env.now, self.name, sid, msg.channel))

@@ -15,11 +15,14 @@ from experiments.analytic import (crc_bucket, crc_bucket_probs, crc_moved_fracti
 from experiments.base import Point, point_seed, run_experiment, t_interval
 from experiments.cli import add_experiment_parser, cmd_experiment, main
 from experiments.clusters import Clusters
+from experiments.peaky_traffic import PeakyTraffic
 from experiments.resharding import Resharding
+from experiments.resharding_rolling import new_host_share
+from experiments.shard_failure import ShardFailure
 from layer.hashing import consistent_hash
 
 
-@pytest.mark.parametrize("cls", [Resharding, Clusters])
+@pytest.mark.parametrize("cls", [Resharding, Clusters, ShardFailure, PeakyTraffic])
 def test_serial_and_parallel_runs_are_identical(cls):
     """Seeds come from the point, not the order: 1 and 2 workers give the same JSON."""
     serial = run_experiment(cls(quick=True), workers=1)
@@ -94,5 +97,25 @@ def test_cli_list(capsys):
     """`experiment list` names every experiment."""
     assert cmd_experiment(_args(["experiment", "list"])) == 0
     out = capsys.readouterr().out
-    for name in ("rendezvous", "resharding", "hot-shard", "hash-seed", "clusters"):
+    for name in ("rendezvous", "resharding", "hot-shard", "hash-seed", "clusters",
+                 "resharding-rolling", "shard-failure", "peaky-traffic"):
         assert name in out
+
+
+def test_seed_point_shares_one_run_across_series():
+    """shard-failure's series of one replication read the same run: same seed."""
+    exp = ShardFailure(quick=True)
+    a, b = (p for p in exp.points() if p.params == {"down_s": 5.0}
+            and p.series in ("requests lost", "duplicates"))
+    assert point_seed(exp.name, exp.seed_point(a), 0) == point_seed(exp.name, exp.seed_point(b), 0)
+    assert exp.seed_point(a) == Point("", {"down_s": 5.0})
+
+
+def test_new_host_share():
+    """E[floor(n/k)]/lam for n ~ Poisson(lam): small lam by hand, large lam -> 1/k."""
+    import math
+    lam = 0.5  # only n >= 4 counts, once (n < 8 almost surely)
+    by_hand = sum(math.exp(-lam) * lam ** n / math.factorial(n) * (n // 4)
+                  for n in range(40)) / lam
+    assert new_host_share(lam, 4) == pytest.approx(by_hand, rel=1e-9)
+    assert new_host_share(1000.0, 4) == pytest.approx(0.25, abs=0.001)
