@@ -24,6 +24,7 @@ from experiments.cli import add_experiment_parser
 from model import CheckError
 from model.cli import add_check_parser
 from shardlab.output import UsageError, check_output_path, write_json_atomic
+from shardlab.replay import add_compare_parser, add_replay_parser
 from sim.scenario import ScenarioError, load_scenario
 
 __all__ = ["main"]
@@ -515,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_check_parser(sub)
     add_experiment_parser(sub)
+    add_replay_parser(sub)
+    add_compare_parser(sub)
     return p
 
 

@@ -1,0 +1,153 @@
+"""Real ``redis-server`` processes on free ports of 127.0.0.1, started and stopped here.
+
+Used by ``shardlab replay --redis-servers N`` and by the tests in ``tests/redis``.
+Each server runs in a temporary directory without persistence (``--save ""``,
+``--appendonly no``), listens on 127.0.0.1 only, and counts as started once it answers
+PING. `RedisServers` is a context manager: the servers are stopped when its block
+ends, also on Ctrl-C (KeyboardInterrupt) or an error, and at interpreter exit as a
+last resort. A server this module did not start (a system service on 6379) is never
+used or touched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["RedisServers", "RedisServerError", "find_redis_server", "free_port", "ping",
+           "send_command", "start_server", "stop_server", "HOW_TO_INSTALL"]
+
+START_TIMEOUT = 10.0
+HOW_TO_INSTALL = ("install it with `make test` (as root, with apt-get) or: "
+                  "apt-get install redis-server")
+
+
+class RedisServerError(RuntimeError):
+    """A redis-server could not be found or started; the message is one line."""
+
+
+def find_redis_server() -> str | None:
+    """The path of ``redis-server`` on PATH, or None."""
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def send_command(port: int, command: bytes) -> bytes:
+    """Send one inline command (``b"FLUSHALL\\r\\n"``) and return the first reply bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+        s.sendall(command)
+        return s.recv(64)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start_server(binary: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    """One server on a free port; a few tries in case another process takes the port."""
+    workdir = Path(workdir)
+    last = ""
+    for _ in range(5):
+        port = free_port()
+        log = workdir / f"redis-{port}.log"
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir),
+             "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ping(port):
+                return proc, port
+            time.sleep(0.02)
+        stop_server(proc)
+        last = log.read_text(errors="replace")[-400:] if log.exists() else ""
+    raise RedisServerError(f"redis-server did not answer PING; last log: {last!r}")
+
+
+class RedisServers:
+    """``count`` redis-server processes, started on entering and stopped on leaving.
+
+    ``ports`` and ``urls`` are set once started. ``workdir`` (default: a temporary
+    directory removed at the end) holds their logs.
+    """
+
+    def __init__(self, count: int, workdir: str | Path | None = None,
+                 binary: str | None = None):
+        if count < 1:
+            raise RedisServerError(f"server count {count!r} is not allowed; allowed: >= 1")
+        self.count = count
+        self.binary = binary
+        self._workdir = Path(workdir) if workdir is not None else None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.procs: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{p}/0" for p in self.ports]
+
+    def start(self) -> "RedisServers":
+        binary = self.binary or find_redis_server()
+        if binary is None:
+            raise RedisServerError(f"redis-server is not on PATH; {HOW_TO_INSTALL}")
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="shardlab-redis-")
+            workdir = Path(self._tmp.name)
+        else:
+            workdir = self._workdir
+        atexit.register(self.stop)
+        try:
+            for _ in range(self.count):
+                proc, port = start_server(binary, workdir)
+                self.procs.append(proc)
+                self.ports.append(port)
+        except BaseException:  # Ctrl-C or a failed start: leave nothing running
+            self.stop()
+            raise
+        return self
+
+    def flushall(self) -> None:
+        for port in self.ports:
+            send_command(port, b"FLUSHALL\r\n")
+
+    def stop(self) -> None:
+        procs, self.procs = self.procs, []
+        for proc in procs:
+            stop_server(proc)
+        self.ports = []
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> "RedisServers":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

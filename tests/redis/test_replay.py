@@ -1,0 +1,195 @@
+"""`shardlab replay` on real Redis servers, and `shardlab compare`.
+
+The replay of a small version of the default scenario (1 interface server, 3 workers,
+40 requests at 50/s, 3 servers) is held against `sim.runner` on the same scenario:
+the misrouted share of responses agrees within the sampling interval, through the
+installed channels_redis package and through shardlab's own layer, and `fixed`
+misroutes none.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("redis", reason="redis-py is not installed; pip install 'shardlab[real]'")
+
+from shardlab.replay import compare_results, main  # noqa: E402
+from sim.runner import run_scenario  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
+
+SMALL = """\
+name = "small"
+interface_servers = 1
+workers = 3
+[load]
+kind = "poisson"
+rate = 50.0
+requests = 40
+"""
+TIME_SCALE = "0.25"
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return str(path)
+
+
+def _redis_flags(urls):
+    return [x for u in urls for x in ("--redis", u)]
+
+
+def _simulate(path: str, router: str) -> dict:
+    return {"mode": "sim", "runs": [run_scenario(load_scenario(path, {"router": router}))]}
+
+
+def _misrouted_row(sim: dict, real: dict, router: str) -> dict:
+    rows = {r["router"]: r for r in compare_results(sim, real)}
+    return next(f for f in rows[router]["fates"]
+                if f["kind"] == "response" and f["fate"] == "misrouted")
+
+
+def _check_run(run: dict) -> None:
+    assert run["mode"] == "real" and run["processes"] == "one"
+    assert run["invariants"]["conservation"]["holds"]
+    for kind, fates in run["fates_by_kind"].items():
+        assert sum(fates.values()) == run["sent"][kind]
+    assert run["sent"]["request"] == 40
+    assert "wall" in run and "elapsed_s" in run["wall"]
+
+
+def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_path, capsys):
+    """Invariant: through the installed channels_redis (channels_redis-4 rule) on 3 real
+    servers, the misrouted share of responses lies inside the sampling interval of the
+    simulation's, and is not zero (the #221 loss happens for real); fates add up."""
+    pytest.importorskip("channels_redis.core", reason="channels_redis is not installed")
+    out = tmp_path / "real.json"
+    assert main(["replay", small, "--stack", "channels_redis", *_redis_flags(redis_urls),
+                 "--time-scale", TIME_SCALE, "--json", str(out), "--quiet"]) == 0
+    real = json.loads(out.read_text())
+    assert real["stack"] == "channels_redis" and real["time_scale"] == 0.25
+    run = real["runs"][0]
+    _check_run(run)
+    assert run["fates_by_kind"]["response"]["misrouted"] > 0
+    row = _misrouted_row(_simulate(small, "channels_redis-4"), real, "channels_redis-4")
+    assert row["inside"], row
+
+
+def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small, tmp_path):
+    """Invariant: through layer.redis on 3 real servers, channels_redis-4's misrouted
+    share lies inside the simulation's sampling interval, and `fixed` misroutes no
+    response (rendezvous holds) and delivers every one."""
+    out = tmp_path / "real.json"
+    assert main(["replay", small, "--router", "channels_redis-4", "--router", "fixed",
+                 *_redis_flags(redis_urls), "--time-scale", TIME_SCALE,
+                 "--json", str(out), "--quiet"]) == 0
+    real = json.loads(out.read_text())
+    runs = {r["router"]: r for r in real["runs"]}
+    for run in runs.values():
+        _check_run(run)
+    assert runs["channels_redis-4"]["fates_by_kind"]["response"]["misrouted"] > 0
+    row = _misrouted_row(_simulate(small, "channels_redis-4"), real, "channels_redis-4")
+    assert row["inside"], row
+    fixed = runs["fixed"]
+    assert fixed["fates_by_kind"]["response"]["misrouted"] == 0
+    assert fixed["invariants"]["rendezvous"]["holds"]
+    assert fixed["fates_by_kind"]["response"]["delivered"] == fixed["sent"]["response"] == 40
+
+
+def _result(router: str, sent: int, misrouted: int, p50: float) -> dict:
+    fates = {"delivered": sent - misrouted, "misrouted": misrouted}
+    return {"router": router, "sent": {"request": sent, "response": sent},
+            "fates_by_kind": {"request": {"delivered": sent}, "response": fates},
+            "latency_s": {"p50": p50, "p99": 2 * p50}}
+
+
+def test_compare_side_by_side_with_interval(tmp_path, capsys):
+    """Invariant: compare puts each fate's share side by side with the difference and
+    says 'inside' exactly when |p2 - p1| <= 1.96 sqrt(p1 q1/n1 + p2 q2/n2)."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"mode": "sim", "runs": [_result("channels_redis-4", 40, 26, 0.07),
+                                                      _result("fixed", 40, 0, 0.07)]}))
+    b.write_text(json.dumps({"mode": "real", "stack": "shardlab",
+                             "runs": [_result("channels_redis-4", 40, 24, 0.08),
+                                      _result("fixed", 40, 10, 0.08)]}))
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(a), str(b), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "channels_redis-4" in text and "misrouted" in text and "real/shardlab" in text
+    assert "65.0%" in text and "60.0%" in text and "70 ms" in text and "80 ms" in text
+    rows = {r["router"]: r for r in json.loads(out.read_text())["routers"]}
+    cr4 = next(f for f in rows["channels_redis-4"]["fates"] if f["fate"] == "misrouted")
+    assert cr4["inside"] and cr4["difference"] == pytest.approx(-0.05)
+    assert cr4["half_width"] == pytest.approx(1.96 * (0.65 * 0.35 / 40 + 0.6 * 0.4 / 40) ** 0.5)
+    fixed = next(f for f in rows["fixed"]["fates"] if f["fate"] == "misrouted")
+    assert fixed["inside"] is False  # 0/40 against 10/40: outside
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["compare", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
+    (["compare", "@notjson", "@notjson"], "not JSON"),
+    (["compare", "@nojson_runs", "@nojson_runs"], "not a run result"),
+    (["replay", "@faults"], "faults are not replayed yet"),
+    (["replay", "--stack", "channels_redis", "--router", "fixed"], "allowed: channels_redis-4"),
+    (["replay", "--time-scale", "0"], "--time-scale"),
+    (["replay", "--redis", "redis://127.0.0.1:1/0", "--redis-servers", "3"], "not both"),
+    (["replay", "--redis", "127.0.0.1:6379"], "redis:// "),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
+    """Invariant: bad input (a missing or malformed result file, a scenario with faults,
+    a router the stack cannot honour, a bad flag) ends with one line on stderr and exit
+    code 2, before any server is started."""
+    files = {"@notjson": "{not json", "@nojson_runs": json.dumps({"runs": 3}),
+             "@faults": '[[faults]]\nkind = "shard_crash"\nat = 1.0\ntarget = "shard1"\n'
+                        'duration = 1.0\n'}
+    args = []
+    for a in argv:
+        if a in files:
+            p = tmp_path / (a[1:] + ".toml")
+            p.write_text(files[a])
+            a = str(p)
+        args.append(a)
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+def test_replay_uses_the_simulators_names_and_arrivals():
+    """Invariant: the replay's requests are the simulator's: same arrival times, same
+    interface server for each, same reply channel names (prefix + local_token(n))."""
+    from layer.names import local_token
+    from shardlab.replay import _arrivals, iface_letters
+
+    sc = load_scenario(None, {"load": {"requests": 50}})
+    events = run_scenario(sc, events=True)["events"]
+    simulated = [(round(e[1], 6), e[2], e[5]) for e in events if e[0] == "request"]
+    counts = [0] * sc.interface_servers
+    replayed = []
+    for t, i in _arrivals(sc):
+        channel = f"http.response.{iface_letters(sc, i)}!{local_token(counts[i])}"
+        counts[i] += 1
+        replayed.append((round(t, 6), f"iface{i}", channel))
+    assert replayed == simulated
+
+
+def test_servers_are_stopped_on_error(redis_binary):
+    """Invariant: RedisServers answers PING once started and leaves no redis-server
+    running when its block ends with an error (as with Ctrl-C)."""
+    from shardlab.servers import RedisServers, ping
+
+    servers = RedisServers(2, binary=redis_binary)
+    with pytest.raises(RuntimeError, match="boom"):
+        with servers:
+            procs, ports = list(servers.procs), list(servers.ports)
+            assert len(ports) == 2 and all(ping(p) for p in ports)
+            raise RuntimeError("boom")
+    assert all(p.poll() is not None for p in procs)
+    assert not any(ping(p) for p in ports)
