@@ -76,6 +76,9 @@ class Experiment:
     xparam = ""            # the params key drawn on the x axis
     xlabel = ""
     ylabel = ""
+    xscale = "linear"      # matplotlib axis scales for the plot; "symlog" on y uses
+    yscale = "linear"      # ylinthresh as its linear range around 0
+    ylinthresh = 0.01
     replications_quick = 5
     replications_full = 10
     _tol = 0.0
@@ -227,6 +230,7 @@ def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     series: dict[str, list[dict]] = {}
@@ -245,6 +249,16 @@ def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
         if pred:
             ax.plot([x for x, _ in pred], [y for _, y in pred], color=color, ls="--",
                     marker="x", ms=6, alpha=0.8, label=f"{name}: predicted")
+    ax.set_xscale(exp.xscale)
+    if exp.xscale == "log":  # plain numbers at the swept values, not powers of ten
+        ax.set_xticks(sorted({p["params"][exp.xparam] for p in result["points"]}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if exp.yscale == "symlog":  # for non-negative figures: 0 at the bottom
+        ax.set_yscale("symlog", linthresh=exp.ylinthresh)
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_yscale(exp.yscale)
     ax.set_title(exp.title or exp.name)
     ax.set_xlabel(exp.xlabel)
     ax.set_ylabel(exp.ylabel)

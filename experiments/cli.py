@@ -10,6 +10,8 @@ Bad input raises `experiments.ExperimentError` (one line); the caller exits 2.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,6 +59,34 @@ def _selected(args) -> list:
     return [reg[args.name]]
 
 
+def _check_out(text: str) -> Path:
+    """Refuse, before any work, an --out the results cannot be written whole into:
+    empty, not a directory, unwritable, or holding an unreadable result of ours."""
+    if not text:
+        raise ExperimentError("--out '': give a directory")
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {text!r} is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ExperimentError(f"--out {text!r}: cannot create or write in {str(probe)!r}")
+    for name in registry():
+        path = out / f"{name}.json"
+        if path.exists():
+            try:
+                data = json.loads(path.read_text("utf8"))
+                ok = isinstance(data, dict) and data.get("experiment") == name
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+            if not ok:
+                raise ExperimentError(f"--out {text!r}: {str(path)!r} is not a result of "
+                                      f"experiment {name!r}; remove it or choose another "
+                                      "--out (summary.md is built from the results there)")
+    return out
+
+
 def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool = True,
             stream=None) -> list[dict]:
     """Run the experiments in ``classes``, write their files; return the results."""
@@ -102,9 +132,7 @@ def cmd_experiment(args) -> int:
         raise ExperimentError("--dask is not available yet; run without it "
                               "(points run on local cores)")
     classes = _selected(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ExperimentError(f"--out {args.out!r} is not a directory")
+    out = _check_out(args.out)
     workers = 1 if args.serial else MAX_WORKERS
     run_all(classes, out, args.quick, workers, show_progress=sys.stderr.isatty())
     return 0

@@ -157,13 +157,25 @@ def settings(args: argparse.Namespace) -> tuple[list[str], Config, dict]:
     sources: dict[str, str] = {}
     fallback = [r for r in PROFILE_NAMES if not r.startswith("live:") or live_available()]
     if args.scenario is not None:
-        from sim.scenario import load_scenario
+        from sim.scenario import load_scenario, read_scenario_data
         sc = load_scenario(args.scenario)
+        data, _ = read_scenario_data(args.scenario)
+        # Only what the file says: a key it leaves out keeps check's small default,
+        # not the simulation's (20 workers would not finish).
         for key, field in (("shards", "shards"), ("interface_servers", "servers"),
                            ("workers", "workers"), ("seed", "seed")):
-            values[field] = getattr(sc, key)
-            sources[field] = f"{key} in {args.scenario}"
-        fallback = [sc.router]
+            if key in data:
+                values[field] = getattr(sc, key)
+                sources[field] = f"{key} in {args.scenario}"
+        if "router" in data:
+            fallback = [sc.router]
+        ignored = [k for k in ("faults", "processes", "actors", "steps", "topology")
+                   if data.get(k)]  # what a user might expect check to honour
+        if ignored:
+            Console(stderr=True).print(
+                f"note: check reads router, shards, interface_servers, workers and seed "
+                f"from {args.scenario}; it ignores its {', '.join(ignored)} (faults come "
+                "from --faults)", highlight=False, soft_wrap=True)
     flags = {"--servers": args.servers, "--workers": args.workers, "--shards": args.shards,
              "--requests-per-server": args.requests_per_server,
              "--capacity": args.capacity, "--seed": args.seed, "--draws": args.draws,

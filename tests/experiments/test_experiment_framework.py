@@ -98,7 +98,8 @@ def test_cli_list(capsys):
     assert cmd_experiment(_args(["experiment", "list"])) == 0
     out = capsys.readouterr().out
     for name in ("rendezvous", "resharding", "hot-shard", "hash-seed", "clusters",
-                 "resharding-rolling", "shard-failure", "peaky-traffic"):
+                 "resharding-rolling", "shard-failure", "peaky-traffic",
+                 "workers-per-shard", "receive-latency"):
         assert name in out
 
 
