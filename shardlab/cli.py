@@ -23,7 +23,8 @@ from experiments import ExperimentError
 from experiments.cli import add_experiment_parser
 from model import CheckError
 from model.cli import add_check_parser
-from shardlab.output import UsageError, check_output_path, write_json_atomic
+from shardlab.output import (UsageError, check_output_path, int_arg, router_arg,
+                             write_json_atomic)
 from shardlab.replay import add_compare_parser, add_replay_parser
 from sim.scenario import ScenarioError, load_scenario
 
@@ -34,26 +35,6 @@ _LOSSES = ("expired", "lost_in_crash", "rejected_full", "dropped_by_dead_worker"
 
 
 # -- helpers -------------------------------------------------------------------------
-
-def _positive_int(flag: str, lo: int = 1, hi: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo or (hi is not None and v > hi):
-            rng = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-            raise argparse.ArgumentTypeError(f"{text!r}: must be {rng}")
-        return v
-    return parse
-
-
-def _router_name(text: str) -> str:
-    if text not in PROFILE_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
-    return text
-
 
 _MIN_WIDTH = 150
 
@@ -475,14 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     r.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help="a TOML scenario file (default: the built-in scenario)")
-    r.add_argument("--router", action="append", type=_router_name, metavar="NAME",
+    r.add_argument("--router", action="append", type=router_arg, metavar="NAME",
                    help="router profile to run (repeatable; default: the scenario's, or "
                         "every profile for the built-in scenario)")
-    r.add_argument("--shards", type=_positive_int("--shards", 1, 64), metavar="N",
+    r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
                    help="number of Redis shards (overrides the scenario)")
-    r.add_argument("--requests", type=_positive_int("--requests", 1), metavar="N",
+    r.add_argument("--requests", type=int_arg(1), metavar="N",
                    help="stop the load after N client requests (overrides the duration)")
-    r.add_argument("--seed", type=_positive_int("--seed", 0, 2**63 - 1), metavar="N",
+    r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",
                    help="write the whole result as JSON (no wall-clock figures in it)")
@@ -500,9 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "listed on stderr.",
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     q.add_argument("names", nargs="+", metavar="NAME", help="channel names")
-    q.add_argument("--router", action="append", type=_router_name, metavar="NAME",
+    q.add_argument("--router", action="append", type=router_arg, metavar="NAME",
                    help="router profile (repeatable; default: every profile)")
-    q.add_argument("--hosts", type=_positive_int("--hosts", 1, 64), default=3, metavar="N",
+    q.add_argument("--hosts", type=int_arg(1, 64), default=3, metavar="N",
                    help="number of hosts in the layer's host list (default: 3)")
     q.add_argument("--hash-seeds", type=_hash_seeds, default=(1, 2),
                    metavar="SENDER,LISTENER",

@@ -1,4 +1,4 @@
-"""Output files and input errors shared by every shardlab subcommand.
+"""Output files, argument types and input errors shared by every shardlab subcommand.
 
 An output is written whole (to a temporary file beside it, then renamed) or not at
 all, and its path is checked before any work starts. `UsageError` is bad input from
@@ -7,12 +7,14 @@ the command line: the CLI prints its one line and exits with code 2.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
 from typing import Any, Sequence
 
-__all__ = ["UsageError", "check_output_path", "write_json_atomic"]
+__all__ = ["UsageError", "check_output_path", "write_json_atomic", "int_arg",
+           "router_arg"]
 
 
 class UsageError(ValueError):
@@ -66,3 +68,26 @@ def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def int_arg(lo: int, hi: int | None = None):
+    """An argparse type: an integer from ``lo`` (to ``hi``), else a one-line error."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi):
+            rng = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {rng}")
+        return v
+    return parse
+
+
+def router_arg(text: str) -> str:
+    """An argparse type: a registered router profile name."""
+    from layer.routing import PROFILE_NAMES
+    if text not in PROFILE_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
+    return text

@@ -49,7 +49,8 @@ from typing import Any
 from layer.names import local_token, non_local_name
 from layer.routing import PROFILE_NAMES, make_router
 from sim.ledger import FATES, KINDS
-from shardlab.output import UsageError, check_output_path, write_json_atomic
+from shardlab.output import (UsageError, check_output_path, int_arg, router_arg,
+                             write_json_atomic)
 
 __all__ = ["add_replay_parser", "cmd_replay", "replay_scenario", "add_compare_parser",
            "cmd_compare", "compare_results", "STACKS"]
@@ -63,19 +64,6 @@ QUIET_S = 0.5
 
 # -- argument types ----------------------------------------------------------------------
 
-def _int(lo: int, hi: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo or (hi is not None and v > hi):
-            rng = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-            raise argparse.ArgumentTypeError(f"{text!r}: must be {rng}")
-        return v
-    return parse
-
-
 def _scale(text: str) -> float:
     try:
         v = float(text)
@@ -84,13 +72,6 @@ def _scale(text: str) -> float:
     if not (math.isfinite(v) and 0.001 <= v <= 1000):
         raise argparse.ArgumentTypeError(f"{text!r}: must be a number from 0.001 to 1000")
     return v
-
-
-def _router(text: str) -> str:
-    if text not in PROFILE_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
-    return text
 
 
 def _url(text: str) -> str:
@@ -589,7 +570,7 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     r.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help="a TOML scenario file (default: the built-in scenario)")
-    r.add_argument("--router", action="append", type=_router, metavar="NAME",
+    r.add_argument("--router", action="append", type=router_arg, metavar="NAME",
                    help="router profile (repeatable; default: the scenario's). With "
                         "--stack channels_redis: channels_redis-4 or live:channels_redis")
     r.add_argument("--stack", choices=STACKS, default="shardlab",
@@ -598,17 +579,17 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--redis", action="append", type=_url, metavar="URL",
                    help="a Redis server to use, one per shard, in shard order (repeatable); "
                         "keys go under a fresh prefix, deleted afterwards")
-    r.add_argument("--redis-servers", type=_int(1, 64), metavar="N",
+    r.add_argument("--redis-servers", type=int_arg(1, 64), metavar="N",
                    help="start N redis-server processes on free ports of 127.0.0.1 (no "
                         "persistence) and stop them at the end (default, without --redis: "
                         "one per shard)")
     r.add_argument("--time-scale", type=_scale, default=1.0, metavar="X",
                    help="wall seconds per scenario second (default 1; 0.1 runs 10x faster)")
-    r.add_argument("--shards", type=_int(1, 64), metavar="N",
+    r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
                    help="number of shards (overrides the scenario)")
-    r.add_argument("--requests", type=_int(1), metavar="N",
+    r.add_argument("--requests", type=int_arg(1), metavar="N",
                    help="stop the load after N client requests (overrides the duration)")
-    r.add_argument("--seed", type=_int(0, 2**63 - 1), metavar="N",
+    r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",
                    help="write the result as JSON: the shape of 'shardlab run --json' with "
