@@ -42,6 +42,7 @@ import simpy
 
 from layer.names import local_token, non_local_name
 from layer.routing import make_router
+from sim.load import arrivals
 from sim.ledger import (DELIVERED, DROPPED_BY_DEAD_WORKER, DUPLICATE, EXPIRED,
                         IN_FLIGHT, LOST_IN_CRASH, MISROUTED, ORPHANED, REJECTED_FULL,
                         REQUEST, RESPONSE, SCRIPTED, UNREACHABLE, FATES, KINDS,
@@ -707,11 +708,8 @@ class World:
                                  router.group_send_shard(channel, hosts))
 
     # -- load -----------------------------------------------------------------------
-    def _pick_iface(self, rng: random.Random) -> Iface | None:
+    def _pick_iface(self, i: int) -> Iface | None:
         n = len(self.ifaces)
-        if n == 0:
-            return None
-        i = rng.randrange(n)
         for j in range(n):
             p = self.ifaces[(i + j) % n]
             if p.up:
@@ -719,38 +717,20 @@ class World:
         return None
 
     def _load(self):
+        """Offer the scenario's requests (`sim.load.arrivals`) to the interface servers;
+        a draw that lands on a crashed one goes to the next one that is up."""
         sc, env = self.sc, self.env
-        load = sc.load
-        rng = random.Random(f"{sc.seed}/load")
-        limit = load.requests
         count = 0
-        if not self.ifaces:
-            pass  # nobody turns client requests into messages
-        elif load.kind == "poisson":
-            while True:
-                dt = rng.expovariate(load.rate)
-                if not limit and env.now + dt > sc.duration:
-                    break
-                yield env.timeout(dt)
-                p = self._pick_iface(rng)
-                if p is not None:
-                    p.request()
-                count += 1
-                if limit and count >= limit:
-                    break
-        else:
-            interval = 1.0 / load.rate if load.kind == "fixed" else load.burst_interval
-            size = 1 if load.kind == "fixed" else load.burst_size
-            total = limit or (int(sc.duration * load.rate) if load.kind == "fixed"
-                              else int(sc.duration / interval) * size)
-            while count < total:
-                for _ in range(min(size, total - count)):
-                    p = self._pick_iface(rng)
-                    if p is not None:
-                        p.request()
-                    count += 1
-                yield env.timeout(interval)
-        if not limit and env.now < sc.duration:
+        for gap, draw in arrivals(sc):
+            if gap:
+                yield env.timeout(gap)
+            if draw is None:
+                continue
+            p = self._pick_iface(draw)
+            if p is not None:
+                p.request()
+            count += 1
+        if not sc.load.requests and env.now < sc.duration:
             yield env.timeout(sc.duration - env.now)  # a timed load lasts its duration
         self.load_done.succeed(count)
 
