@@ -235,9 +235,9 @@ def replay(model: Model, actions: Iterable[Action]) -> list[State]:
 
 def coverage_line(states: int, transitions: int, depth: int, complete: bool,
                   stopped_by: str = "") -> str:
-    """"no violation ... in 812 344 states to depth 19; not complete" style wording."""
-    n = f"{states:,}".replace(",", " ")
-    t = f"{transitions:,}".replace(",", " ")
+    """"5,758 states, 20,134 transitions, to depth 19; complete" style wording."""
+    n = f"{states:,}"
+    t = f"{transitions:,}"
     tail = "complete" if complete else f"not complete (stopped at {stopped_by.replace('_', ' ')})"
     return f"{n} states, {t} transitions, to depth {depth}; {tail}"
 

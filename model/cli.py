@@ -24,7 +24,7 @@ from model.properties import MODEL_PROPERTIES
 from model.protocol import FAULTS, LIMITS, Config
 from model.render import (config_line, property_table, sequence_diagram, steps_lines,
                           verdict_table)
-from shardlab.output import check_output_path, write_json_atomic
+from shardlab.output import STDOUT, check_output_path, write_json_atomic
 
 __all__ = ["add_check_parser", "cmd_check", "DEFAULT_FAULTS", "DEFAULTS"]
 
@@ -59,7 +59,9 @@ def add_check_parser(subparsers) -> argparse.ArgumentParser:
                     "run that breaks it as numbered steps and a sequence diagram. With "
                     "no scenario and no --router, checks every router profile on the "
                     "default configuration (2 servers, 2 workers, 2 shards, 2 requests "
-                    "per server) and prints a verdict table.",
+                    "per server) and prints a verdict table. The exit code is 0 when the "
+                    "check ran, whatever the verdicts (a broken property is a finding, "
+                    "not an error: read 'holds' in --json); 2 on bad input.",
         epilog=f"router profiles: {', '.join(PROFILE_NAMES)}. faults: {', '.join(FAULTS)} "
                f"(default: {','.join(DEFAULT_FAULTS)}). properties: "
                f"{', '.join(MODEL_PROPERTIES)}.")
@@ -72,9 +74,13 @@ def add_check_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--faults", metavar="LIST",
                    help="comma-separated faults to switch on, 'none' or 'all' "
                         f"(default: {','.join(DEFAULT_FAULTS)})")
-    c.add_argument("--servers", metavar="M", help="interface servers (default: 2)")
-    c.add_argument("--workers", metavar="K", help="workers (default: 2)")
-    c.add_argument("--shards", metavar="N", help="Redis shards (default: 2)")
+    c.add_argument("--servers", metavar="M",
+                   help="interface servers, %d to %d (default: 2)" % LIMITS["servers"])
+    c.add_argument("--workers", metavar="K",
+                   help="workers, %d to %d (default: 2)" % LIMITS["workers"])
+    c.add_argument("--shards", metavar="N",
+                   help="Redis shards, %d to %d (default: 2; `shardlab run` takes up to "
+                        "64: the model packs a shard number into 5 bits)" % LIMITS["shards"])
     c.add_argument("--requests-per-server", metavar="R",
                    help="client requests per interface server (default: 2)")
     c.add_argument("--capacity", metavar="C",
@@ -93,7 +99,8 @@ def add_check_parser(subparsers) -> argparse.ArgumentParser:
                         "requests (slower; shows the reduction)")
     c.add_argument("--json", metavar="PATH",
                    help="write the results as JSON: {mode, checks: [{router, config, "
-                        "states, transitions, complete, properties, ...}]}")
+                        "states, transitions, complete, properties, ...}]}; '-' prints it "
+                        "on stdout instead of the tables")
     c.add_argument("--quiet", action="store_true", help="print nothing on stdout")
     c.set_defaults(func=cmd_check)
     return c
@@ -123,6 +130,9 @@ def _faults(text: str | None) -> tuple[str, ...]:
         raise CheckError(f"--faults {text!r}: give fault names separated by commas, "
                          f"'none' or 'all'; allowed: {', '.join(FAULTS)}")
     for f in names:
+        if f in ("none", "all"):
+            raise CheckError(f"--faults {text!r}: {f!r} stands alone; give it by itself, "
+                             f"or only fault names from: {', '.join(FAULTS)}")
         if f not in FAULTS:
             raise CheckError(f"--faults {f!r} is unknown; allowed: {', '.join(FAULTS)}, "
                              "or none, or all")
@@ -221,7 +231,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json_atomic(args.json, {"mode": "check", "checks": results},
                           inputs=[args.scenario] if args.scenario else [])
-    if not args.quiet:
+    if not args.quiet and args.json != STDOUT:
         out = Console() if sys.stdout.isatty() else Console(width=160)
         if len(results) == 1:
             _print_one(out, results[0])

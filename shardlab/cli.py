@@ -23,7 +23,7 @@ from experiments import ExperimentError
 from experiments.cli import add_experiment_parser
 from model import CheckError
 from model.cli import add_check_parser
-from shardlab.output import (UsageError, check_output_path, int_arg, router_arg,
+from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
 from shardlab.replay import add_compare_parser, add_replay_parser
 from sim.scenario import ScenarioError, load_scenario
@@ -315,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json_atomic(args.json, {"mode": "sim", "runs": results},
                           inputs=[args.scenario or ""])
-    if not args.quiet:
+    if not args.quiet and args.json != STDOUT:
         sc = scenarios[0]
         scripted = bool(sc.steps)
         if sc.interface_servers or not scripted:
@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",
-                   help="write the whole result as JSON (no wall-clock figures in it)")
+                   help="write the whole result as JSON (no wall-clock figures in it); "
+                        "'-' prints it on stdout instead of the table")
     r.add_argument("--quiet", action="store_true", help="print no table")
     r.set_defaults(func=cmd_run)
 

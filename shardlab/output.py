@@ -1,7 +1,9 @@
 """Output files, argument types and input errors shared by every shardlab subcommand.
 
 An output is written whole (to a temporary file beside it, then renamed) or not at
-all, and its path is checked before any work starts. `UsageError` is bad input from
+all, and its path is checked before any work starts. The path ``-`` (`STDOUT`) means
+standard output: the JSON is printed there once the work is done, and the command
+prints no table, so a program can read stdout as one JSON document. `UsageError` is bad input from
 the command line: the CLI prints its one line and exits with code 2.
 """
 
@@ -10,11 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from typing import Any, Sequence
 
-__all__ = ["UsageError", "check_output_path", "write_json_atomic", "int_arg",
+__all__ = ["UsageError", "STDOUT", "check_output_path", "write_json_atomic", "int_arg",
            "router_arg"]
+
+#: The output path that means standard output.
+STDOUT = "-"
 
 
 class UsageError(ValueError):
@@ -24,8 +30,11 @@ class UsageError(ValueError):
 def check_output_path(path: str, flag: str = "--json", inputs: Sequence[str] = ()) -> str:
     """Fail early (before any work) on an output path that cannot be written whole.
 
-    Returns the real path to write (a symbolic link is followed to its target).
+    Returns the real path to write (a symbolic link is followed to its target), or
+    `STDOUT` for ``-``.
     """
+    if path == STDOUT:
+        return STDOUT
     if not path:
         raise UsageError(f"{flag} '': give a file name")
     real = os.path.realpath(path)
@@ -55,6 +64,10 @@ def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:
     """Write ``data`` as JSON to ``path`` whole, or leave ``path`` untouched."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     real = check_output_path(path, inputs=inputs)
+    if real == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     fd, tmp = tempfile.mkstemp(prefix=".shardlab-", suffix=".json",
                                dir=os.path.dirname(real))
     try:

@@ -45,6 +45,8 @@ def run(argv, capsys):
     (["--router", "nope"], ["--router 'nope' is unknown", "fixed"]),
     (["--faults", "expiry,meteor"], ["--faults 'meteor' is unknown", "shard_crash"]),
     (["--faults", ","], ["--faults ','", "allowed"]),
+    (["--faults", "none,expiry"], ["--faults 'none,expiry'", "'none' stands alone",
+                                   "shard_crash"]),
     (["--shards", "0"], ["--shards '0'", "from 1 to 31"]),
     (["--servers", "two"], ["--servers 'two'", "integer"]),
     (["--draws", "0"], ["--draws '0'", "from 1 to 100"]),
@@ -99,6 +101,17 @@ def test_json_shape(tmp_path, capsys):
         assert c["config"]["draws"] == 2 and len(c["draws"]) == 2
     steps = data["checks"][0]["properties"]["rendezvous"]["counterexample"]
     assert steps[0]["step"] == 1 and {"action", "actor", "verb", "text"} <= set(steps[0])
+
+
+def test_json_dash_prints_only_the_json_on_stdout(tmp_path, capsys, monkeypatch):
+    """Invariant: ``--json -`` puts the JSON document, and nothing else, on stdout, and
+    writes no file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["--router", "fixed", "--draws", "1", "--faults", "none",
+                        "--json", "-"], capsys)
+    assert code == 0 and not (tmp_path / "-").exists()
+    data = json.loads(out)
+    assert data["mode"] == "check" and data["checks"][0]["router"] == "fixed"
 
 
 def test_one_router_prints_steps_and_a_sequence_diagram(capsys):
