@@ -99,12 +99,40 @@ def steps_lines(steps: list[dict]) -> list[str]:
     return [f"{s['step']:>{width}}. {s['text']}" for s in steps]
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return "" if n == 0 else f"{n} {one if n == 1 else many}"
+
+
+#: Up to this many shards, the diagram shows every shard (where a message was not
+#: written is part of the story); beyond, only the shards a step touches.
+ALL_SHARDS_UP_TO = 6
+
+
 def sequence_diagram(steps: list[dict], servers: int, shards: int, workers: int) -> Table:
-    """Processes and shards as columns, steps as rows."""
-    cols = ([f"iface{i}" for i in range(servers)] + [f"shard{i}" for i in range(shards)]
-            + [f"worker{i}" for i in range(workers)])
+    """Processes and shards as columns, steps as rows.
+
+    Only the processes that take part in ``steps`` get a column, and the shards too
+    when there are more than `ALL_SHARDS_UP_TO` of them, so a counterexample in a large
+    configuration stays readable; the caption counts the columns left out."""
+    used = set()
+    for s in steps:
+        used.update(x for x in (s["actor"], s["target"], s.get("shard")) if x)
+    every = ([f"iface{i}" for i in range(servers)] + [f"shard{i}" for i in range(shards)]
+             + [f"worker{i}" for i in range(workers)])
+    cols = [c for c in every if c in used
+            or (c.startswith("shard") and shards <= ALL_SHARDS_UP_TO)]
+    left_out = [c for c in every if c not in cols]
+    if len(left_out) <= 6:
+        caption = ", ".join(left_out)
+    else:
+        n_shards = sum(c.startswith("shard") for c in left_out)
+        caption = ", ".join(part for part in (
+            _count(len(left_out) - n_shards, "process", "processes"),
+            _count(n_shards, "shard", "shards")) if part)
     at = {c: k for k, c in enumerate(cols)}
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              caption=f"not drawn (they take no step): {caption}" if left_out else None,
+              caption_justify="left")
     t.add_column("#", justify="right", no_wrap=True, min_width=2)
     for c in cols:
         t.add_column(c, overflow="fold")

@@ -124,7 +124,22 @@ def test_one_router_prints_steps_and_a_sequence_diagram(capsys):
     assert "  4. worker0 sends the response on http.response." in out
     assert "[breaks rendezvous]" in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("#"))
-    assert header.split()[1:] == ["iface0", "iface1", "shard0", "shard1", "worker0", "worker1"]
+    # the processes that take a step, and every shard (there are few)
+    assert header.split()[1:] == ["iface0", "shard0", "shard1", "worker0"]
+    assert "not drawn (they take no step): iface1, worker1" in out
+
+
+def test_a_large_configuration_draws_only_what_takes_part(capsys):
+    """Invariant: with many shards and processes the diagram has a column only for
+    what a step touches, and says how many it left out."""
+    code, out, _ = run(["--router", "channels_redis-4", "--shards", "12", "--servers", "3",
+                        "--workers", "5", "--draws", "1", "--requests-per-server", "1",
+                        "--faults", "none"], capsys)
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("#"))
+    cols = header.split()[1:]
+    assert len(cols) < 3 + 12 + 5 and len([c for c in cols if c.startswith("shard")]) <= 3
+    assert "not drawn (they take no step):" in out and "shards" in out
 
 
 def test_no_arguments_print_a_verdict_table_for_every_router(capsys):
