@@ -307,10 +307,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             for sc in scenarios:
                 task = bar.add_task(sc.router, total=expected_requests(sc))
                 results.append(run_scenario(
-                    sc, progress=lambda n, task=task: bar.update(task, completed=n)))
+                    sc, progress=lambda n, task=task: bar.update(task, completed=n),
+                    placement=args.placement))
                 bar.update(task, completed=expected_requests(sc))
     else:
-        results = [run_scenario(sc) for sc in scenarios]
+        results = [run_scenario(sc, placement=args.placement) for sc in scenarios]
 
     if args.json is not None:
         write_json_atomic(args.json, {"mode": "sim", "runs": results},
@@ -468,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="PATH",
                    help="write the whole result as JSON (no wall-clock figures in it); "
                         "'-' prints it on stdout instead of the table")
+    r.add_argument("--placement", action="store_true",
+                   help="add to the JSON which shard every response was written to "
+                        "(by channel name), for an exact per-name 'shardlab compare' "
+                        "with a replay of the same scenario")
     r.add_argument("--quiet", action="store_true", help="print no table")
     r.set_defaults(func=cmd_run)
 

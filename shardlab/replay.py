@@ -1,39 +1,41 @@
 """``shardlab replay``: a scenario on real Redis servers; ``shardlab compare``: two
 results side by side.
 
-Replay (first version)
-----------------------
-Interface servers and workers run as asyncio tasks in ONE operating-system process
-(``"processes": "one"`` in the result), each with its own channel-layer object:
+Replay
+------
+Every interface server and worker runs as its own operating-system process
+(``"processes": "separate"`` in the result; `shardlab.replay_proc` has the processes,
+the fault timeline and the fate rules), each with its own channel-layer object:
 `layer.redis.RedisChannelLayer` (``--stack shardlab``, placed by ``--router``) or the
 installed ``channels_redis.core.RedisChannelLayer`` (``--stack channels_redis``, whose
 own code places every message: the channels_redis-4 rule). Names and timing come from
 the simulator's seeded streams: interface server ``ifaceI`` has the simulator's
-prefix ``http.response.LETTERS!`` (``client_prefix`` LETTERS) and names its replies
-``prefix + layer.names.local_token(n)``; arrivals are the simulator's (the
-``SEED/load`` stream, same interface server picks), and service times the workers'
-(``SEED/workerJ/service``), every duration multiplied by ``--time-scale`` (wall
-seconds per scenario second).
+prefix ``http.response.LETTERS!`` (``client_prefix`` LETTERS, a new draw after each
+restart) and names its replies ``prefix + layer.names.local_token(n)``; arrivals are
+the simulator's (the ``SEED/load`` stream, same interface server picks, the next one
+up while one is down), and service times the workers' (``SEED/workerJ/service``),
+every duration multiplied by ``--time-scale`` (wall seconds per scenario second).
 
-Each interface server listens on a request's reply channel, then sends the request;
-workers receive on the request channel, wait their service time and ``send()`` the
-reply. Fates:
+Faults are applied for real: a shard's redis-server is killed (SIGKILL) and restarted
+empty on its port (only with servers the replay started, ``--redis-servers``); an
+interface server or worker process is killed and started again; a partition or a host
+change is sent to the processes, which rebuild their layer. Fates come from what the
+processes saw and from inspecting the servers afterwards (a reply written to a shard
+its owner does not listen on is misrouted; one found nowhere and older than
+``expiry`` expired); every message sent gets exactly one fate, or the replay stops
+with an error. Latencies (``latency_s``) are in scenario seconds (wall latency divided
+by the time scale); wall-clock figures are under ``wall`` only. Each run also records
+``placement`` (response channel -> shard written) and ``shard_load`` (writes per shard
+and kind), which ``compare`` checks exactly. Not replayed (refused with one line):
+scripted scenarios, reply by group, per-process overrides, clusters, and a shard crash
+on servers given with ``--redis``.
 
-- delivered: a reply received by its interface server within ``client_timeout``
-  (later: orphaned); a request received by a worker;
-- rejected_full: the send raised ChannelFull;
-- misrouted: after the run, a reply found (by inspecting every server) on a shard its
-  owner does not listen on, by the owner's own router (for channels_redis, the
-  package's ``consistent_hash``);
-- expired: a reply found nowhere and older than ``expiry``;
-- in_flight: the rest (still queued on the listened shard, in a layer's buffer, or
-  lost by a receive cancelled at the end).
-
-The run ends when the load is done and every request has been answered and no reply
-has arrived for a quiet period, or after ``drain`` (scaled). Latencies (``latency_s``)
-are in scenario seconds (wall latency divided by the time scale); wall-clock figures
-are under ``wall`` only. Not replayed yet (refused with one line): faults, scripted
-scenarios, reply by group, per-process overrides, clusters.
+Compare
+-------
+Per router in both results: each fate's share per kind, the difference and whether it
+lies inside the 95 % sampling interval; latency side by side; and placement, exactly:
+per channel name when both results hold ``placement`` (a replay, or ``shardlab run
+--placement``), else the writes per shard and kind.
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ import string
 import time
 from typing import Any
 
-from layer.names import local_token, non_local_name
 from layer.routing import PROFILE_NAMES, make_router
-from sim.ledger import FATES, KINDS
-from shardlab.output import (UsageError, check_output_path, int_arg, router_arg,
+from sim.ledger import FATES
+from sim.load import schedule
+from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
 
 __all__ = ["add_replay_parser", "cmd_replay", "replay_scenario", "add_compare_parser",
@@ -83,48 +85,27 @@ def _url(text: str) -> str:
 
 # -- the replay itself ---------------------------------------------------------------------
 
-def _arrivals(sc) -> list[tuple[float, int]]:
-    """(scenario time, interface server index) of every request, as `sim.world` draws
-    them (the ``SEED/load`` stream; every interface server up)."""
-    load = sc.load
-    rng = random.Random(f"{sc.seed}/load")
-    n = sc.interface_servers
-    out: list[tuple[float, int]] = []
-    limit = load.requests
-    if load.kind == "poisson":
-        t = 0.0
-        while True:
-            dt = rng.expovariate(load.rate)
-            if not limit and t + dt > sc.duration:
-                break
-            t += dt
-            out.append((t, rng.randrange(n)))
-            if limit and len(out) >= limit:
-                break
-    else:
-        interval = 1.0 / load.rate if load.kind == "fixed" else load.burst_interval
-        size = 1 if load.kind == "fixed" else load.burst_size
-        total = limit or (int(sc.duration * load.rate) if load.kind == "fixed"
-                          else int(sc.duration / interval) * size)
-        t = 0.0
-        while len(out) < total:
-            for _ in range(min(size, total - len(out))):
-                out.append((t, rng.randrange(n)))
-            t += interval
-    return out
-
-
 def iface_letters(sc, i: int) -> str:
     """The 8 letters of ``ifaceI``'s reply prefix, as the simulator draws them."""
     rng = random.Random(f"{sc.seed}/iface{i}")
     return "".join(rng.choice(string.ascii_letters) for _ in range(8))
 
 
-def refuse_unsupported(sc) -> None:
-    """One-line UsageError for what this first version does not replay."""
-    if sc.faults:
-        raise UsageError(f"scenario {sc.name!r} has {len(sc.faults)} fault(s): faults "
-                         "are not replayed yet; remove [[faults]] to replay it")
+#: Fault kinds a replay applies for real (all of sim.scenario.FAULT_KINDS).
+REPLAYED_FAULTS = ("shard_crash", "worker_crash", "iface_crash", "partition", "host_change")
+
+
+def refuse_unsupported(sc, servers_started: bool = True) -> None:
+    """One-line UsageError for what a replay cannot do. ``servers_started``: the run
+    started its own redis-servers (needed to crash a shard)."""
+    for i, f in enumerate(sc.faults):
+        if f.kind not in REPLAYED_FAULTS:
+            raise UsageError(f"faults[{i}].kind {f.kind!r} cannot be replayed; replayed: "
+                             f"{', '.join(REPLAYED_FAULTS)}")
+        if f.kind == "shard_crash" and not servers_started:
+            raise UsageError(f"faults[{i}].kind 'shard_crash' needs servers the replay "
+                             "starts itself (to SIGKILL and restart): use --redis-servers N, "
+                             "not --redis URL")
     if sc.steps or sc.actors:
         raise UsageError(f"scenario {sc.name!r} is scripted: scripted scenarios are not "
                          "replayed yet")
@@ -139,274 +120,14 @@ def refuse_unsupported(sc) -> None:
         raise UsageError("clusters are not replayed yet; allowed: topology.clusters = 1")
 
 
-class _Stack:
-    """Makes layer objects of one stack and answers where their owner listens."""
-
-    def __init__(self, stack: str, urls: list[str], sc, router: str, prefix: str,
-                 time_scale: float):
-        self.stack, self.urls, self.sc, self.router = stack, urls, sc, router
-        self.prefix = prefix
-        self.expiry = sc.expiry * time_scale
-        if stack == "channels_redis":
-            try:
-                from channels_redis import core
-            except ImportError as e:
-                raise UsageError(f"--stack channels_redis needs the channels_redis "
-                                 f"package ({e}); pip install channels_redis==4.3.0") from None
-            self.core = core
-            self.expiry = max(1, round(self.expiry))  # the package takes whole seconds
-
-    def make(self, name: str, client_prefix: str):
-        sc = self.sc
-        if self.stack == "channels_redis":
-            layer = self.core.RedisChannelLayer(hosts=self.urls, prefix=self.prefix,
-                                                expiry=self.expiry, capacity=sc.capacity)
-            layer.client_prefix = client_prefix
-            return layer
-        from layer.redis import RedisChannelLayer, RedisLayerError
-        router = make_router(self.router, rng=random.Random(f"{sc.seed}/{name}/layer0"))
-        try:
-            return RedisChannelLayer(self.urls, router=router, prefix=self.prefix,
-                                     expiry=self.expiry, capacity=sc.capacity,
-                                     client_prefix=client_prefix)
-        except RedisLayerError as e:
-            raise UsageError(str(e)) from None
-
-    def listen_shards(self, layer, channel: str) -> list[int]:
-        if self.stack == "channels_redis":
-            return [layer.consistent_hash(non_local_name(channel))]
-        return list(layer.router.listen_shards(non_local_name(channel), layer.shard_names))
-
-    def key_of(self, layer, channel: str) -> str:
-        if self.stack == "channels_redis":
-            return self.prefix + non_local_name(channel)
-        return layer.key_of(channel)
-
-    async def close(self, layer) -> None:
-        if self.stack == "channels_redis":
-            await layer.close_pools()
-        else:
-            await layer.close()
-
-
-async def _replay(sc, urls: list[str], stack: str, time_scale: float, prefix: str,
-                  progress=None) -> dict[str, Any]:
-    import msgpack
-    from redis import asyncio as aioredis
-    try:
-        from channels.exceptions import ChannelFull
-    except ImportError:  # pragma: no cover
-        from layer.redis import ChannelFull
-
-    st = _Stack(stack, urls, sc, sc.router, prefix, time_scale)
-    arrivals = _arrivals(sc)
-    ifaces = []
-    for i in range(sc.interface_servers):
-        letters = iface_letters(sc, i)
-        ifaces.append({"name": f"iface{i}", "prefix": f"http.response.{letters}!",
-                       "layer": st.make(f"iface{i}", letters), "count": 0})
-    workers = [{"name": f"worker{j}", "layer": st.make(f"worker{j}", f"worker{j}"),
-                "rng": random.Random(f"{sc.seed}/worker{j}/service")}
-               for j in range(sc.workers)]
-    # per request: {iface, channel, start, received_by, reply_sent_at, sender, fate...}
-    reqs: list[dict[str, Any]] = []
-    full = {"request": 0, "response": 0}
-    deliveries: dict[str, int] = {}
-    state = {"last_delivery": time.monotonic(), "answered": 0, "handled": 0}
-    tasks: set[asyncio.Task] = set()
-    t0 = time.monotonic()
-
-    def scen(wall: float) -> float:
-        return (wall - t0) / time_scale
-
-    async def await_reply(iface, rec):
-        await iface["layer"].receive(rec["channel"])
-        now = time.monotonic()
-        deliveries[rec["channel"]] = deliveries.get(rec["channel"], 0) + 1
-        if deliveries[rec["channel"]] > 1:
-            return
-        rec["reply_fate"] = ("delivered" if now - rec["start"] <= sc.client_timeout * time_scale
-                             else "orphaned")
-        rec["latency_wall"] = now - rec["start"]
-        state["last_delivery"] = now
-
-    async def send_request(iface, rec):
-        try:
-            await iface["layer"].send(sc.request_channel, {"id": rec["id"],
-                                                           "reply": rec["channel"]})
-            rec["request_sent"] = True
-        except ChannelFull:
-            full["request"] += 1
-            rec["request_fate"] = "rejected_full"
-            state["handled"] += 1
-
-    async def load():
-        for t, i in arrivals:
-            delay = t0 + t * time_scale - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            iface = ifaces[i]
-            token = local_token(iface["count"])
-            iface["count"] += 1
-            rec = {"id": len(reqs), "iface": i, "channel": iface["prefix"] + token,
-                   "start": time.monotonic(), "request_sent": False, "request_fate": None,
-                   "reply_sent": False, "reply_fate": None, "sender": None,
-                   "reply_at": None, "latency_wall": None}
-            reqs.append(rec)
-            for coro in (await_reply(iface, rec), send_request(iface, rec)):
-                task = asyncio.create_task(coro)
-                tasks.add(task)
-            if progress is not None:
-                progress(len(reqs))
-
-    async def work(w):
-        layer = w["layer"]
-        while True:
-            msg = await layer.receive(sc.request_channel)
-            rec = reqs[msg["id"]]
-            rec["request_fate"] = "delivered"
-            if sc.service_distribution == "constant" or sc.service_time == 0:
-                s = sc.service_time
-            else:
-                s = w["rng"].expovariate(1.0 / sc.service_time)
-            await asyncio.sleep(s * time_scale)
-            rec["sender"], rec["reply_at"] = w["name"], scen(time.monotonic())
-            try:
-                await layer.send(rec["channel"], {"id": rec["id"]})
-                rec["reply_sent"] = True
-            except ChannelFull:
-                full["response"] += 1
-                rec["reply_fate"] = "rejected_full"
-            state["handled"] += 1
-
-    worker_tasks = [asyncio.create_task(work(w)) for w in workers]
-    loader = asyncio.create_task(load())
-    try:
-        await loader
-        deadline = time.monotonic() + sc.drain * time_scale
-        while time.monotonic() < deadline:
-            answered = sum(1 for r in reqs if r["reply_fate"] is not None)
-            if answered == len(reqs):
-                break
-            if (state["handled"] == len(reqs)
-                    and time.monotonic() - state["last_delivery"] > QUIET_S):
-                break
-            await asyncio.sleep(0.02)
-        end = time.monotonic()
-    finally:
-        everything = worker_tasks + list(tasks) + [loader]
-        for task in everything:
-            task.cancel()
-        await asyncio.gather(*everything, return_exceptions=True)
-
-    # -- inspect the servers -----------------------------------------------------------
-    clients = [aioredis.Redis.from_url(u) for u in urls]
-    found: dict[str, list[int]] = {}
-    try:
-        for iface in ifaces:
-            key = st.key_of(iface["layer"], iface["prefix"] + "0")
-            for index, client in enumerate(clients):
-                for member in await client.zrange(key, 0, -1):
-                    body = msgpack.unpackb(member[12:], raw=False)
-                    target = body.get("__asgi_channel__")
-                    for ch in ([target] if isinstance(target, str) else target or []):
-                        found.setdefault(ch, []).append(index)
-        request_key = st.key_of(workers[0]["layer"], sc.request_channel)
-        queued_requests = [await c.zcard(request_key) for c in clients]
-    finally:
-        for c in clients:
-            await c.aclose()
-        for layer in [x["layer"] for x in ifaces + workers]:
-            try:
-                await st.close(layer)
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-
-    # -- fates ---------------------------------------------------------------------------
-    by_kind = {k: dict.fromkeys(FATES, 0) for k in KINDS}
-    sent = dict.fromkeys(KINDS, 0)
-    misroutes: list[dict[str, Any]] = []
-    latencies = []
-    expiry_wall = sc.expiry * time_scale
-    for rec in reqs:
-        sent["request"] += 1
-        by_kind["request"][rec["request_fate"] or "in_flight"] += 1
-        if not (rec["reply_sent"] or rec["reply_fate"] == "rejected_full"):
-            continue
-        sent["response"] += 1
-        fate = rec["reply_fate"]
-        if fate is None:
-            owner = ifaces[rec["iface"]]
-            listen = st.listen_shards(owner["layer"], rec["channel"])
-            where = found.get(rec["channel"], [])
-            if any(i not in listen for i in where):
-                fate = "misrouted"
-                misroutes.append({"time": round(rec["reply_at"], 6), "sender": rec["sender"],
-                                  "channel": rec["channel"],
-                                  "shard_written": f"shard{[i for i in where if i not in listen][0]}",
-                                  "shards_listened": [f"shard{i}" for i in listen]})
-            elif not where and end - rec["start"] > expiry_wall:
-                fate = "expired"
-            else:
-                fate = "in_flight"
-        by_kind["response"][fate] += 1
-        if fate == "delivered":
-            latencies.append(rec["latency_wall"])
-    dupes = sum(n - 1 for n in deliveries.values() if n > 1)
-    by_kind["response"]["duplicate"] += dupes
-    sent["response"] += dupes
-    fates = {f: sum(by_kind[k][f] for k in KINDS) for f in FATES}
-    unbalanced = [k for k in KINDS if sum(by_kind[k].values()) != sent[k]]
-    misroutes.sort(key=lambda m: m["time"])
-    latencies.sort()
-
-    def q(xs: list[float], p: float) -> float | None:
-        if not xs:
-            return None
-        return xs[min(len(xs) - 1, max(0, math.ceil(p * len(xs)) - 1))]
-
-    def scaled(x):
-        return None if x is None else round(x / time_scale, 6)
-
-    checked_resp = sent["response"]
-    return {
-        "router": sc.router,
-        "scenario": sc.name,
-        "seed": sc.seed,
-        "shards": sc.shards,
-        "mode": "real",
-        "stack": stack,
-        "time_scale": time_scale,
-        "processes": "one",
-        "sent": sent,
-        "fates": fates,
-        "fates_by_kind": by_kind,
-        "latency_s": {"p50": scaled(q(latencies, 0.5)), "p99": scaled(q(latencies, 0.99))},
-        "invariants": {
-            "rendezvous": {"holds": not misroutes, "violations": len(misroutes),
-                           "checked": checked_resp,
-                           "first_violation": misroutes[0] if misroutes else None},
-            "at_most_once": {"holds": dupes == 0, "violations": dupes,
-                             "checked": checked_resp, "first_violation": None},
-            "conservation": {"holds": not unbalanced, "violations": len(unbalanced),
-                             "checked": len(KINDS), "first_violation":
-                             {"kinds": unbalanced} if unbalanced else None},
-        },
-        "channel_full_errors": {"request": full["request"], "response": full["response"],
-                                "scripted": 0},
-        "queued_at_end": {"requests_by_shard": {f"shard{i}": n for i, n in
-                                                enumerate(queued_requests) if n}},
-        "config": sc.to_dict(),
-        "wall": {"elapsed_s": round(end - t0, 3),
-                 "latency_s": {"p50": q(latencies, 0.5), "p99": q(latencies, 0.99)}},
-    }
-
-
 def replay_scenario(sc, urls: list[str], stack: str = "shardlab", time_scale: float = 1.0,
-                    prefix: str = "asgi", progress=None) -> dict[str, Any]:
+                    prefix: str = "asgi", progress=None, servers=None) -> dict[str, Any]:
     """Replay ``sc`` on the servers at ``urls`` (one per shard) and return its result;
-    the keys under ``prefix`` are deleted before and after."""
-    refuse_unsupported(sc)
+    the keys under ``prefix`` are deleted before and after. ``servers`` (the
+    `shardlab.servers.RedisServers` behind ``urls``) is needed for shard crashes."""
+    from shardlab.replay_proc import ReplayRun
+
+    refuse_unsupported(sc, servers_started=servers is not None)
     if len(urls) != sc.shards:
         raise UsageError(f"{len(urls)} Redis server(s) for {sc.shards} shard(s); give one "
                          "server per shard")
@@ -416,14 +137,11 @@ def replay_scenario(sc, urls: list[str], stack: str = "shardlab", time_scale: fl
         raise UsageError(f"--router {sc.router} with --stack channels_redis: the installed "
                          "package places messages by its own rule; allowed: "
                          f"{', '.join(CHANNELS_REDIS_ROUTERS)}")
-
-    async def main():
-        await _delete_prefix(urls, prefix)
-        try:
-            return await _replay(sc, urls, stack, time_scale, prefix, progress)
-        finally:
-            await _delete_prefix(urls, prefix)
-    return asyncio.run(main())
+    asyncio.run(_delete_prefix(urls, prefix))
+    try:
+        return ReplayRun(sc, urls, stack, time_scale, prefix, servers, progress).run()
+    finally:
+        asyncio.run(_delete_prefix(urls, prefix))
 
 
 async def _delete_prefix(urls: list[str], prefix: str) -> None:
@@ -458,6 +176,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["shards"] = args.shards
     elif args.redis:
         overrides["shards"] = len(args.redis)
+    elif args.redis_servers is not None:
+        overrides["shards"] = args.redis_servers
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.requests is not None:
@@ -469,7 +189,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     routers = list(dict.fromkeys(args.router)) if args.router else [base.router]
     scenarios = [load_scenario(args.scenario, {**overrides, "router": r}) for r in routers]
     for sc in scenarios:
-        refuse_unsupported(sc)
+        refuse_unsupported(sc, servers_started=not args.redis)
         if args.stack == "channels_redis" and sc.router not in CHANNELS_REDIS_ROUTERS:
             raise UsageError(f"--router {sc.router} with --stack channels_redis: the "
                              "installed package places messages by its own rule; allowed: "
@@ -488,6 +208,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.redis and len(args.redis) != base.shards:
         raise UsageError(f"--redis gives {len(args.redis)} server(s) for {base.shards} "
                          "shard(s); give one URL per shard")
+    if args.redis_servers is not None and args.redis_servers != base.shards:
+        raise UsageError(f"--redis-servers {args.redis_servers} for {base.shards} shard(s) "
+                         "(--shards); give one server per shard")
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -496,9 +219,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     results = []
 
-    def run_all(urls: list[str], prefix: str) -> None:
+    def run_all(urls: list[str], prefix: str, servers=None) -> None:
         for sc in scenarios:
-            total = len(_arrivals(sc))
+            total = len(schedule(sc))
             started = time.monotonic()
             if console.is_terminal and not args.quiet:
                 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -508,28 +231,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     task = bar.add_task("replay", total=total)
                     results.append(replay_scenario(
                         sc, urls, args.stack, args.time_scale, prefix,
-                        progress=lambda n: bar.update(task, completed=n)))
+                        progress=lambda n: bar.update(task, completed=n), servers=servers))
             else:
-                results.append(replay_scenario(sc, urls, args.stack, args.time_scale, prefix))
+                results.append(replay_scenario(sc, urls, args.stack, args.time_scale, prefix,
+                                               servers=servers))
             elapsed = time.monotonic() - started
             if elapsed > 1 and not args.quiet:
                 console.print(f"{args.stack} {sc.router}: replayed {total} requests in "
                               f"{elapsed:.1f} s", highlight=False)
 
+    from shardlab.replay_proc import ReplayError
+    from shardlab.servers import RedisServerError, RedisServers, Terminated, stop_on_sigterm
     try:
-        if args.redis:
-            # servers we did not start: a prefix of our own, deleted afterwards
-            run_all(list(args.redis), f"shardlabreplay{random.getrandbits(32):08x}")
-        else:
-            from shardlab.servers import RedisServerError, RedisServers
-            try:
-                with RedisServers(args.redis_servers or base.shards) as servers:
-                    if len(servers.urls) != base.shards:
-                        raise UsageError(f"--redis-servers {len(servers.urls)} for "
-                                         f"{base.shards} shard(s); give one per shard")
-                    run_all(servers.urls, "asgi")
-            except RedisServerError as e:
-                raise UsageError(str(e)) from None
+        with stop_on_sigterm():
+            if args.redis:
+                # servers we did not start: a prefix of our own, deleted afterwards
+                run_all(list(args.redis), f"shardlabreplay{random.getrandbits(32):08x}")
+            else:
+                try:
+                    with RedisServers(base.shards) as servers:
+                        run_all(servers.urls, "asgi", servers)
+                except RedisServerError as e:
+                    raise UsageError(str(e)) from None
+    except Terminated:
+        import sys
+        print("shardlab: terminated (SIGTERM): replay processes and redis servers stopped",
+              file=sys.stderr)
+        return 143
+    except ReplayError as e:
+        import sys
+        print(f"shardlab: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         if "connect" in str(e).lower() or isinstance(e, ConnectionError):
             raise UsageError(f"cannot reach a Redis server: {e}") from None
@@ -541,16 +273,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         write_json_atomic(args.json, {"mode": "real", "stack": args.stack,
-                                      "time_scale": args.time_scale, "processes": "one",
+                                      "time_scale": args.time_scale,
+                                      "processes": "separate",
                                       "runs": results}, inputs=[args.scenario or ""])
-    if not args.quiet:
+    if not args.quiet and args.json != STDOUT:
         sc = scenarios[0]
-        table = _run_table(results, f"replay on real Redis ({args.stack}, one OS process, "
-                                    f"time scale {args.time_scale:g}): " + _title(sc))
+        table = _run_table(results, f"replay on real Redis ({args.stack}, one OS process "
+                                    f"per interface server and worker, time scale "
+                                    f"{args.time_scale:g}): " + _title(sc))
         out = _stdout_console(table)
         out.print(table)
         for line in _notes(results)[len(_ROW_LEGEND):]:
             out.print(line, highlight=False, soft_wrap=True)
+        for r in results:
+            if r.get("faults_applied"):
+                done = "; ".join(f"t={a['at']:g} s {a['action']}" for a in r["faults_applied"])
+                out.print(f"{r['router']}: faults applied: {done}", highlight=False,
+                          soft_wrap=True)
     return 0
 
 
@@ -559,14 +298,16 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
         "replay", help="replay a scenario on real Redis servers (shardlab's layer or "
                        "channels_redis)",
         description="Replay a scenario on real Redis servers and print the same table as "
-                    "'shardlab run'. FIRST VERSION: interface servers and workers run as "
-                    "asyncio tasks in ONE operating-system process (each with its own "
-                    "layer object), not as separate processes; faults, scripted scenarios, "
+                    "'shardlab run'. Every interface server and worker runs as its own "
+                    "operating-system process with its own layer object. Faults are "
+                    "applied for real: shard_crash kills the shard's redis-server with "
+                    "SIGKILL and restarts it empty (needs --redis-servers), worker_crash "
+                    "and iface_crash kill and restart the process, partition and "
+                    "host_change reconfigure the processes' layers. Scripted scenarios, "
                     "reply by group and per-process overrides are refused. Names, arrivals "
-                    "and service times come from the simulator's seeded streams. Fates: "
-                    "delivered and rejected_full as observed, misrouted by inspecting the "
-                    "servers afterwards (a reply on a shard its owner does not listen on), "
-                    "expired or in_flight otherwise.",
+                    "and service times come from the simulator's seeded streams. Fates "
+                    "come from what the processes saw and from inspecting the servers "
+                    "afterwards. SIGTERM and Ctrl-C stop every process and server.",
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     r.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help="a TOML scenario file (default: the built-in scenario)")
@@ -581,8 +322,9 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                         "keys go under a fresh prefix, deleted afterwards")
     r.add_argument("--redis-servers", type=int_arg(1, 64), metavar="N",
                    help="start N redis-server processes on free ports of 127.0.0.1 (no "
-                        "persistence) and stop them at the end (default, without --redis: "
-                        "one per shard)")
+                        "persistence) and stop them at the end; N is also the shard count "
+                        "unless --shards says otherwise (default, without --redis: one per "
+                        "shard)")
     r.add_argument("--time-scale", type=_scale, default=1.0, metavar="X",
                    help="wall seconds per scenario second (default 1; 0.1 runs 10x faster)")
     r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
@@ -593,8 +335,8 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",
                    help="write the result as JSON: the shape of 'shardlab run --json' with "
-                        "mode 'real', stack, time_scale, processes 'one'; wall-clock "
-                        "figures only under 'wall'")
+                        "mode 'real', stack, time_scale, processes 'separate', "
+                        "placement, faults_applied; wall-clock figures only under 'wall'")
     r.add_argument("--quiet", action="store_true", help="print no table")
     r.set_defaults(func=cmd_replay)
     return r
@@ -665,8 +407,36 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]
                               "half_width": half, "inside": inside})
         out.append({"router": ra["router"], "fates": fates,
                     "latency_s": {q: {"a": ra["latency_s"].get(q), "b": rb["latency_s"].get(q)}
-                                  for q in ("p50", "p99")}})
+                                  for q in ("p50", "p99")},
+                    "placement": compare_placement(ra, rb)})
     return out
+
+
+def compare_placement(ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
+    """Where messages were written, compared exactly.
+
+    When both runs hold ``placement`` (response channel name -> shard written), every
+    name in both is compared (``method`` "per name"): ``common``, ``same``, and the
+    first few names placed differently. Otherwise the writes per shard and kind
+    (``shard_load.by_kind``) are compared (``method`` "per-shard counts"): ``equal``
+    and the two tables. Without either on one side: ``method`` None.
+    """
+    pa = (ra.get("placement") or {}).get("response")
+    pb = (rb.get("placement") or {}).get("response")
+    if isinstance(pa, dict) and isinstance(pb, dict):
+        common = sorted(pa.keys() & pb.keys())
+        differ = [{"channel": c, "a": pa[c], "b": pb[c]} for c in common if pa[c] != pb[c]]
+        return {"method": "per name", "kind": "response", "common": len(common),
+                "same": len(common) - len(differ), "only_a": len(pa.keys() - pb.keys()),
+                "only_b": len(pb.keys() - pa.keys()), "first_differences": differ[:5]}
+    la = (ra.get("shard_load") or {}).get("by_kind")
+    lb = (rb.get("shard_load") or {}).get("by_kind")
+    if isinstance(la, dict) and isinstance(lb, dict):
+        kinds = [k for k in ("request", "response") if k in la or k in lb]
+        return {"method": "per-shard counts",
+                "equal": {k: la.get(k) == lb.get(k) for k in kinds},
+                "a": {k: la.get(k) for k in kinds}, "b": {k: lb.get(k) for k in kinds}}
+    return {"method": None}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -687,6 +457,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, {"a": {"path": args.a, "mode": la},
                                       "b": {"path": args.b, "mode": lb}, "routers": rows},
                           inputs=[args.a, args.b])
+        if args.json == STDOUT:
+            return 0
     t = Table(title=f"A = {args.a} ({la}), B = {args.b} ({lb}); inside: |B - A| <= "
                     "1.96 sqrt(pA qA / nA + pB qB / nB)", title_justify="left")
     for col in ("router", "kind", "fate", "A", "B", "B - A", "± 95 %", "inside"):
@@ -710,7 +482,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       _fmt_latency(lat["b"]), "", "", "")
     out = _stdout_console(t)
     out.print(t)
+    for r in rows:
+        out.print(_placement_line(r["router"], r["placement"]), highlight=False,
+                  soft_wrap=True)
     return 0
+
+
+def _placement_line(router: str, p: dict[str, Any]) -> str:
+    if p["method"] == "per name":
+        line = (f"{router}: placement per name (responses): {p['same']} of {p['common']} "
+                f"channels in both on the same shard")
+        if p["first_differences"]:
+            d = p["first_differences"][0]
+            line += f"; first difference: {d['channel']} A {d['a']}, B {d['b']}"
+        if p["only_a"] or p["only_b"]:
+            line += f"; only in A: {p['only_a']}, only in B: {p['only_b']}"
+        return line
+    if p["method"] == "per-shard counts":
+        parts = []
+        for kind, equal in p["equal"].items():
+            a, b = p["a"][kind] or {}, p["b"][kind] or {}
+            shards = sorted(set(a) | set(b), key=lambda s: (len(s), s))
+            table = ", ".join(f"{s} {a.get(s, '-')}/{b.get(s, '-')}" for s in shards)
+            parts.append(f"{kind}s {'equal' if equal else 'DIFFER'} (A/B: {table})")
+        return (f"{router}: placement per-shard counts (one side has no per-name "
+                "placement; 'shardlab run --placement' records it): " + "; ".join(parts))
+    return f"{router}: placement not compared (a result holds neither placement nor shard_load)"
 
 
 def add_compare_parser(sub) -> argparse.ArgumentParser:
@@ -719,10 +516,14 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
         description="For every router in both result files: each fate's share of the "
                     "messages sent, per kind, side by side with the difference and "
                     "whether it lies inside the 95 % sampling interval 1.96 sqrt(p1 q1 / "
-                    "n1 + p2 q2 / n2); latency p50 and p99 side by side.")
+                    "n1 + p2 q2 / n2); latency p50 and p99 side by side; and shard "
+                    "placement compared exactly: per channel name when both results hold "
+                    "'placement' (a replay, or 'shardlab run --placement'), else writes "
+                    "per shard and kind.")
     c.add_argument("a", metavar="A.json", help="a 'shardlab run' or 'replay' --json file")
     c.add_argument("b", metavar="B.json", help="another one")
-    c.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
+    c.add_argument("--json", metavar="PATH",
+                   help="write the comparison as JSON ('-': on stdout, instead of the table)")
     c.set_defaults(func=cmd_compare)
     return c
 

@@ -4,15 +4,19 @@ Used by ``shardlab replay --redis-servers N`` and by the tests in ``tests/redis`
 Each server runs in a temporary directory without persistence (``--save ""``,
 ``--appendonly no``), listens on 127.0.0.1 only, and counts as started once it answers
 PING. `RedisServers` is a context manager: the servers are stopped when its block
-ends, also on Ctrl-C (KeyboardInterrupt) or an error, and at interpreter exit as a
-last resort. A server this module did not start (a system service on 6379) is never
+ends, also on Ctrl-C (KeyboardInterrupt), SIGTERM (inside `stop_on_sigterm`) or an
+error, and at interpreter exit as a last resort. `RedisServers.kill` and
+`RedisServers.restart` crash one server (SIGKILL) and bring it back, empty, on the same
+port: the shard crash of ``shardlab replay``. A server this module did not start (a system service on 6379) is never
 used or touched.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,7 +24,8 @@ import time
 from pathlib import Path
 
 __all__ = ["RedisServers", "RedisServerError", "find_redis_server", "free_port", "ping",
-           "send_command", "start_server", "stop_server", "HOW_TO_INSTALL"]
+           "send_command", "start_server", "stop_server", "HOW_TO_INSTALL", "Terminated",
+           "stop_on_sigterm"]
 
 START_TIMEOUT = 10.0
 HOW_TO_INSTALL = ("install it with `make test` (as root, with apt-get) or: "
@@ -29,6 +34,31 @@ HOW_TO_INSTALL = ("install it with `make test` (as root, with apt-get) or: "
 
 class RedisServerError(RuntimeError):
     """A redis-server could not be found or started; the message is one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM inside `stop_on_sigterm`: a KeyboardInterrupt,
+    so every ``finally`` and context manager that handles Ctrl-C stops servers too."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Within the block, SIGTERM raises `Terminated` (as Ctrl-C raises KeyboardInterrupt),
+    so the cleanup that runs for Ctrl-C runs for ``kill PID`` as well. Only in the main
+    thread; elsewhere a no-op."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("SIGTERM")
 
 
 def find_redis_server() -> str | None:
@@ -68,12 +98,15 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-def start_server(binary: str, workdir: Path) -> tuple[subprocess.Popen, int]:
-    """One server on a free port; a few tries in case another process takes the port."""
+def start_server(binary: str, workdir: Path,
+                 port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """One server on a free port (or on ``port``); a few tries in case another process
+    takes the port."""
     workdir = Path(workdir)
     last = ""
+    fixed = port
     for _ in range(5):
-        port = free_port()
+        port = fixed if fixed is not None else free_port()
         log = workdir / f"redis-{port}.log"
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -107,6 +140,8 @@ class RedisServers:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.procs: list[subprocess.Popen] = []
         self.ports: list[int] = []
+        self._binary: str | None = None
+        self._dir: Path | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -121,6 +156,7 @@ class RedisServers:
             workdir = Path(self._tmp.name)
         else:
             workdir = self._workdir
+        self._binary, self._dir = binary, workdir
         atexit.register(self.stop)
         try:
             for _ in range(self.count):
@@ -131,6 +167,24 @@ class RedisServers:
             self.stop()
             raise
         return self
+
+    def kill(self, index: int) -> None:
+        """Crash server ``index`` with SIGKILL (no shutdown, nothing saved)."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self, index: int) -> None:
+        """Start server ``index`` again on its port, empty (no persistence)."""
+        if self.procs[index].poll() is None:
+            raise RedisServerError(f"server {index} on port {self.ports[index]} is running; "
+                                   "kill it first")
+        proc, _ = start_server(self._binary, self._dir, port=self.ports[index])
+        self.procs[index] = proc
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def flushall(self) -> None:
         for port in self.ports:

@@ -29,13 +29,16 @@ def expected_requests(sc: Scenario) -> int:
 
 
 def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None,
-                 events: bool = False) -> dict[str, Any]:
+                 events: bool = False, placement: bool = False) -> dict[str, Any]:
     """Simulate ``sc`` to the end of its drain time and return its result.
 
     ``progress``, if given, is called now and then with the requests offered so far.
     ``events=True`` adds the run's event log (`sim.events`) as ``events``.
+    ``placement=True`` adds ``placement``: ``{"response": {channel: shard}}``, the
+    shard each response's send() wrote to (a refused write counts; one to a shard that
+    was down or cut off does not), sorted by channel.
     """
-    world = World(sc, events=events)
+    world = World(sc, events=events, placement=placement)
     env = world.env
     if progress is None:
         env.run(until=world.load_done)
@@ -69,6 +72,8 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None,
         **({"trace": world.trace, "trace_omitted": world.trace_omitted}
            if sc.steps else {}),
         **({"events": world.events} if events else {}),
+        **({"placement": {"response": dict(sorted(world.placement.items()))}}
+           if placement else {}),
     }
 
 

@@ -448,9 +448,12 @@ class World:
     """One run of one scenario; ``events=True`` keeps the event log (`sim.events`) in
     ``events`` (None when off)."""
 
-    def __init__(self, sc: Scenario, events: bool = False):
+    def __init__(self, sc: Scenario, events: bool = False, placement: bool = False):
         self.sc = sc
         self.env = simpy.Environment()
+        # response channel -> the shard its send() wrote to (or tried to: a full key
+        # counts), when asked for; the record `shardlab compare` checks per name
+        self.placement: dict[str, str] | None = {} if placement else None
         self.ledger = Ledger()
         self.monitors = Monitors()
         self.graph = build_topology(sc)
@@ -645,6 +648,8 @@ class World:
         key = router.storage_key(channel)
         if msg.trace is not None:
             msg.trace["shard"] = sid
+        if self.placement is not None and msg.kind == RESPONSE:
+            self.placement[channel] = sid
         if owner is not None and owner.up and owner.gen == msg.owner_gen:
             if not self.monitors.on_specific_write(
                     self.env.now, channel, worker.name, sid,

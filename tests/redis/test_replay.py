@@ -1,10 +1,11 @@
 """`shardlab replay` on real Redis servers, and `shardlab compare`.
 
 The replay of a small version of the default scenario (1 interface server, 3 workers,
-40 requests at 50/s, 3 servers) is held against `sim.runner` on the same scenario:
-the misrouted share of responses agrees within the sampling interval, through the
-installed channels_redis package and through shardlab's own layer, and `fixed`
-misroutes none.
+40 requests at 50/s, 3 servers; every interface server and worker its own OS process)
+is held against `sim.runner` on the same scenario: the misrouted share of responses
+agrees within the sampling interval, through the installed channels_redis package and
+through shardlab's own layer, and `fixed` misroutes none; response placement matches
+the simulator's exactly, per channel name. Faults and SIGTERM: test_replay_faults.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 pytest.importorskip("redis", reason="redis-py is not installed; pip install 'shardlab[real]'")
 
-from shardlab.replay import compare_results, main  # noqa: E402
+from shardlab.replay import compare_placement, compare_results, main  # noqa: E402
 from sim.runner import run_scenario  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 
@@ -43,7 +44,8 @@ def _redis_flags(urls):
 
 
 def _simulate(path: str, router: str) -> dict:
-    return {"mode": "sim", "runs": [run_scenario(load_scenario(path, {"router": router}))]}
+    return {"mode": "sim", "runs": [run_scenario(load_scenario(path, {"router": router}),
+                                                 placement=True)]}
 
 
 def _misrouted_row(sim: dict, real: dict, router: str) -> dict:
@@ -53,7 +55,7 @@ def _misrouted_row(sim: dict, real: dict, router: str) -> dict:
 
 
 def _check_run(run: dict) -> None:
-    assert run["mode"] == "real" and run["processes"] == "one"
+    assert run["mode"] == "real" and run["processes"] == "separate"
     assert run["invariants"]["conservation"]["holds"]
     for kind, fates in run["fates_by_kind"].items():
         assert sum(fates.values()) == run["sent"][kind]
@@ -74,8 +76,15 @@ def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_pat
     run = real["runs"][0]
     _check_run(run)
     assert run["fates_by_kind"]["response"]["misrouted"] > 0
-    row = _misrouted_row(_simulate(small, "channels_redis-4"), real, "channels_redis-4")
+    sim = _simulate(small, "channels_redis-4")
+    row = _misrouted_row(sim, real, "channels_redis-4")
     assert row["inside"], row
+    # the package hashes the same names the simulator does: same shard for every reply
+    assert run["shard_load"]["by_kind"]["response"] == \
+        sim["runs"][0]["shard_load"]["by_kind"]["response"]
+    placed = compare_placement(sim["runs"][0], run)
+    assert placed["method"] == "per name" and placed["common"] == 40
+    assert placed["same"] == 40, placed["first_differences"]
 
 
 def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small, tmp_path):
@@ -132,15 +141,17 @@ def test_compare_side_by_side_with_interval(tmp_path, capsys):
     (["compare", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
     (["compare", "@notjson", "@notjson"], "not JSON"),
     (["compare", "@nojson_runs", "@nojson_runs"], "not a run result"),
-    (["replay", "@faults"], "faults are not replayed yet"),
+    (["replay", "@faults", "--redis", "redis://127.0.0.1:1/0", "--redis",
+      "redis://127.0.0.1:2/0", "--redis", "redis://127.0.0.1:3/0"], "needs servers"),
+    (["replay", "--redis-servers", "2", "--shards", "3"], "--redis-servers 2"),
     (["replay", "--stack", "channels_redis", "--router", "fixed"], "allowed: channels_redis-4"),
     (["replay", "--time-scale", "0"], "--time-scale"),
     (["replay", "--redis", "redis://127.0.0.1:1/0", "--redis-servers", "3"], "not both"),
     (["replay", "--redis", "127.0.0.1:6379"], "redis:// "),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
-    """Invariant: bad input (a missing or malformed result file, a scenario with faults,
-    a router the stack cannot honour, a bad flag) ends with one line on stderr and exit
+    """Invariant: bad input (a missing or malformed result file, a shard crash on
+    servers the replay did not start, a router the stack cannot honour, a bad flag) ends with one line on stderr and exit
     code 2, before any server is started."""
     files = {"@notjson": "{not json", "@nojson_runs": json.dumps({"runs": 3}),
              "@faults": '[[faults]]\nkind = "shard_crash"\nat = 1.0\ntarget = "shard1"\n'
@@ -166,14 +177,15 @@ def test_replay_uses_the_simulators_names_and_arrivals():
     """Invariant: the replay's requests are the simulator's: same arrival times, same
     interface server for each, same reply channel names (prefix + local_token(n))."""
     from layer.names import local_token
-    from shardlab.replay import _arrivals, iface_letters
+    from shardlab.replay import iface_letters
+    from sim.load import schedule
 
     sc = load_scenario(None, {"load": {"requests": 50}})
     events = run_scenario(sc, events=True)["events"]
     simulated = [(round(e[1], 6), e[2], e[5]) for e in events if e[0] == "request"]
     counts = [0] * sc.interface_servers
     replayed = []
-    for t, i in _arrivals(sc):
+    for t, i in schedule(sc):
         channel = f"http.response.{iface_letters(sc, i)}!{local_token(counts[i])}"
         counts[i] += 1
         replayed.append((round(t, 6), f"iface{i}", channel))
@@ -193,3 +205,23 @@ def test_servers_are_stopped_on_error(redis_binary):
             raise RuntimeError("boom")
     assert all(p.poll() is not None for p in procs)
     assert not any(ping(p) for p in ports)
+
+
+def test_compare_placement_per_name_and_per_shard():
+    """Invariant: compare checks placement exactly: per channel name when both results
+    hold a placement map, else the writes per shard and kind, and says which."""
+    from shardlab.replay import compare_placement
+
+    a = {"placement": {"response": {"x!0": "shard0", "x!1": "shard1", "x!2": "shard2"}},
+         "shard_load": {"by_kind": {"request": {"shard0": 2}, "response": {"shard0": 3}}}}
+    b = {"placement": {"response": {"x!0": "shard0", "x!1": "shard2", "x!9": "shard1"}},
+         "shard_load": {"by_kind": {"request": {"shard0": 2}, "response": {"shard0": 4}}}}
+    p = compare_placement(a, b)
+    assert p["method"] == "per name" and (p["common"], p["same"]) == (2, 1)
+    assert p["first_differences"] == [{"channel": "x!1", "a": "shard1", "b": "shard2"}]
+    assert (p["only_a"], p["only_b"]) == (1, 1)
+    del b["placement"]
+    p = compare_placement(a, b)
+    assert p["method"] == "per-shard counts"
+    assert p["equal"] == {"request": True, "response": False}
+    assert compare_placement({}, b) == {"method": None}

@@ -53,3 +53,16 @@ def test_no_interface_servers_means_no_arrivals():
 def test_the_simulator_sends_exactly_the_scheduled_requests(load):
     sc = sc_of(load)
     assert run_scenario(sc)["sent"]["request"] == len(schedule(sc))
+
+
+def test_placement_agrees_with_the_shard_writes():
+    """Invariant: with placement on, every response sent has one entry, and the entries
+    per shard are the response writes each shard took (no faults: nothing refused)."""
+    from collections import Counter
+    sc = sc_of({"kind": "poisson", "rate": 30.0}, router="channels_redis-4")
+    result = run_scenario(sc, placement=True)
+    placed = result["placement"]["response"]
+    assert len(placed) == result["sent"]["response"] > 0
+    writes = result["shard_load"]["by_kind"]["response"]
+    assert Counter(placed.values()) == Counter({s: n for s, n in writes.items() if n})
+    assert "placement" not in run_scenario(sc)
