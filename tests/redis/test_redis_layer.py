@@ -4,13 +4,13 @@ at-most-once, and the settings it refuses."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 redis = pytest.importorskip("redis", reason="redis-py is not installed; pip install 'shardlab[real]'")
 
 from layer.redis import ChannelFull, RedisChannelLayer, RedisLayerError  # noqa: E402
+from redis_checks import received_once_each  # noqa: E402
 
 
 def run(coro):
@@ -160,33 +160,10 @@ def test_group_send_reaches_each_member_once(redis_urls):
 def test_at_most_once_under_concurrent_receivers(redis_urls):
     """Several processes with several receivers each on one normal channel over three
     shards: every message is received exactly once in total, and none is left."""
-    n = 90
-
-    async def main():
-        sender = RedisChannelLayer(redis_urls, router="fixed", client_prefix="s")
-        receivers = [RedisChannelLayer(redis_urls, router="fixed", client_prefix=f"r{i}")
-                     for i in range(4)]
-        got: list[int] = []
-        deadline = time.monotonic() + 15
-
-        async def worker(layer):
-            while len(got) < n and time.monotonic() < deadline:
-                try:
-                    got.append((await layer.receive("work.q", timeout=0.3))["n"])
-                except TimeoutError:
-                    pass
-        try:
-            tasks = [asyncio.create_task(worker(layer)) for layer in receivers for _ in range(3)]
-            for i in range(n):
-                await sender.send("work.q", {"n": i})
-            await asyncio.gather(*tasks)
-            assert sorted(got) == list(range(n))
-            for url in redis_urls:
-                assert await zcard(url, sender.key_of("work.q")) == 0
-        finally:
-            for layer in (sender, *receivers):
-                await layer.close()
-    run(main())
+    got, key = run(received_once_each(redis_urls, "fixed", 90))
+    assert got == list(range(90))
+    for url in redis_urls:
+        assert run(zcard(url, key)) == 0
 
 
 def test_flush_deletes_messages_and_groups(redis_urls):
@@ -204,12 +181,39 @@ def test_flush_deletes_messages_and_groups(redis_urls):
     run(main())
 
 
+def test_every_profile_builds_with_its_storage():
+    """Every router profile drives the layer, with its release's storage and name
+    rules (no server needed)."""
+    from layer.routing import PROFILE_NAMES, live_available
+    from layer.redis import STORAGES, SUPPORTED_PROFILES
+    assert set(SUPPORTED_PROFILES) == set(PROFILE_NAMES)
+    for profile in PROFILE_NAMES:
+        if profile.startswith("live:") and not live_available():
+            continue
+        layer = RedisChannelLayer(["redis://127.0.0.1:1"], router=profile)
+        assert layer.storage in STORAGES and layer.storage == layer.router.storage
+    assert RedisChannelLayer(["redis://127.0.0.1:1"], router="asgi_redis-1").storage == "key_ttl"
+    assert RedisChannelLayer(["redis://127.0.0.1:1"],
+                             router="channels_redis-pubsub").storage == "pubsub"
+
+
 def test_refuses_what_it_cannot_do():
-    """Profiles with another storage, foreign channels and bad settings are refused
-    with a message that says what is allowed (no server needed)."""
-    for profile in ("asgi_redis-1", "channels-2015", "channels_redis-pubsub"):
-        with pytest.raises(RedisLayerError, match="sorted_set"):
-            RedisChannelLayer(["redis://127.0.0.1:1"], router=profile)
+    """Routers with an unknown storage, foreign channels, names another generation
+    rejects and bad settings are refused with a message that says what is allowed
+    (no server needed)."""
+    from layer.names import ChannelNameError
+    from layer.routing import Router
+
+    class Odd(Router):
+        storage = "carrier_pigeon"
+    with pytest.raises(RedisLayerError, match="sorted_set, key_ttl, pubsub"):
+        RedisChannelLayer(["redis://127.0.0.1:1"], router=Odd())
+    with pytest.raises(RedisLayerError, match="allowed: 'asgi'"):
+        RedisChannelLayer(["redis://127.0.0.1:1"], router="channels_redis-pubsub-3.3",
+                          prefix="x")
+    old = RedisChannelLayer(["redis://127.0.0.1:1"], router="channels-2015")
+    with pytest.raises(ChannelNameError, match="leading '!'"):
+        run(old.send("specific.abc!x", {}))
     with pytest.raises(RedisLayerError, match="must be positive"):
         RedisChannelLayer(["redis://127.0.0.1:1"], expiry=0)
     with pytest.raises(RedisLayerError, match="non-empty list"):

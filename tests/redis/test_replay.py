@@ -79,12 +79,14 @@ def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_pat
     sim = _simulate(small, "channels_redis-4")
     row = _misrouted_row(sim, real, "channels_redis-4")
     assert row["inside"], row
-    # the package hashes the same names the simulator does: same shard for every reply
-    assert run["shard_load"]["by_kind"]["response"] == \
-        sim["runs"][0]["shard_load"]["by_kind"]["response"]
+    # The package hashes the same names the simulator does: every reply the real run
+    # wrote is on the shard the simulator wrote it to. (Under load a request can still
+    # be queued when the replay ends, as channels_redis workers stay on the shard they
+    # chose, so the real run may write a few replies fewer: compared per name.)
     placed = compare_placement(sim["runs"][0], run)
-    assert placed["method"] == "per name" and placed["common"] == 40
-    assert placed["same"] == 40, placed["first_differences"]
+    assert placed["method"] == "per name" and placed["only_b"] == 0
+    assert placed["common"] == run["sent"]["response"] >= 30
+    assert placed["same"] == placed["common"], placed["first_differences"]
 
 
 def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small, tmp_path):
@@ -105,7 +107,9 @@ def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small
     fixed = runs["fixed"]
     assert fixed["fates_by_kind"]["response"]["misrouted"] == 0
     assert fixed["invariants"]["rendezvous"]["holds"]
-    assert fixed["fates_by_kind"]["response"]["delivered"] == fixed["sent"]["response"] == 40
+    # every reply written is delivered (a request still queued when the replay ends,
+    # possible under load, has no reply yet)
+    assert fixed["fates_by_kind"]["response"]["delivered"] == fixed["sent"]["response"] >= 30
 
 
 def _result(router: str, sent: int, misrouted: int, p50: float) -> dict:
@@ -145,14 +149,16 @@ def test_compare_side_by_side_with_interval(tmp_path, capsys):
       "redis://127.0.0.1:2/0", "--redis", "redis://127.0.0.1:3/0"], "needs servers"),
     (["replay", "--redis-servers", "2", "--shards", "3"], "--redis-servers 2"),
     (["replay", "--stack", "channels_redis", "--router", "fixed"], "allowed: channels_redis-4"),
+    (["replay", "--router", "asgi_redis-1", "--redis-servers", "3"],
+     "--router asgi_redis-1: the replay reads back sorted-set storage only"),
     (["replay", "--time-scale", "0"], "--time-scale"),
     (["replay", "--redis", "redis://127.0.0.1:1/0", "--redis-servers", "3"], "not both"),
     (["replay", "--redis", "127.0.0.1:6379"], "redis:// "),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
     """Invariant: bad input (a missing or malformed result file, a shard crash on
-    servers the replay did not start, a router the stack cannot honour, a bad flag) ends with one line on stderr and exit
-    code 2, before any server is started."""
+    servers the replay did not start, a router the stack cannot honour, a bad flag)
+    ends with one line on stderr and exit code 2, before any server is started."""
     files = {"@notjson": "{not json", "@nojson_runs": json.dumps({"runs": 3}),
              "@faults": '[[faults]]\nkind = "shard_crash"\nat = 1.0\ntarget = "shard1"\n'
                         'duration = 1.0\n'}
