@@ -16,16 +16,29 @@ are the two-sided 95 % Student-t interval of that mean, ``mean +- t(0.975, r-1) 
 s / sqrt(r)`` with ``s`` the sample standard deviation over the ``r`` seeds (the
 interval is the mean itself when r = 1 or every seed gave the same value).
 
-Agreement
----------
-A point with a prediction *agrees* when ``|value - prediction| <= tolerance``, the
-experiment's stated (and justified) tolerance for that point; a claim agrees when
-all its predicted points do. `write_summary` writes ``summary.md`` from the JSON
-results found in the output directory.
+Agreement and the documented claim
+----------------------------------
+Two separate verdicts. The simulation *agrees* with the model when every point with
+a prediction has ``|value - prediction| <= tolerance``, the experiment's stated (and
+justified) tolerance for that point. Whether the *documented claim* holds is a
+second question, answered by each experiment's `Experiment.claim_verdict` from the
+run's numbers: "holds", "does not hold" or "holds only ..." with the reason (a
+simulation can agree with a prediction that says the documentation is wrong).
+`write_summary` writes ``summary.md`` from the JSON results found in the output
+directory.
+
+Where points run
+----------------
+On ``workers`` local processes (`concurrent.futures.ProcessPoolExecutor`), in this
+process (``workers=1``), or on a Dask distributed cluster (``client``, a
+``distributed.Client``; its workers must be able to import ``experiments``, as a
+``LocalCluster`` in the same environment can). Each point is the same task either
+way and the results are put back in point order, so the bytes do not depend on it.
 
 Result shape (one JSON object per experiment)::
 
-    {"experiment": NAME,
+    {"experiment": NAME, "quick": true | false, "seeds": r,
+     "tolerance": "how agreement is judged (one sentence)",
      "points": [{"series": ..., "params": {...}, "value": ..., "low": ...,
                  "high": ..., "prediction": ... or null}, ...]}
 """
@@ -44,7 +57,8 @@ from typing import Any, Callable, Iterable
 
 __all__ = ["Experiment", "Point", "ExperimentError", "run_experiment", "point_seed",
            "t_interval", "write_json", "write_plot", "write_summary", "agreement",
-           "atomic_write", "MAX_WORKERS"]
+           "atomic_write", "MAX_WORKERS", "HOLDS", "DOES_NOT_HOLD", "by_series",
+           "agrees_at"]
 
 #: Local worker processes for a sweep (this machine has two cores).
 MAX_WORKERS = 2
@@ -52,6 +66,11 @@ MAX_WORKERS = 2
 
 class ExperimentError(ValueError):
     """Bad input to an experiment command; the message is one line."""
+
+
+#: The verdicts on a documented claim (a third kind starts with "holds only").
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,26 @@ class Experiment:
         """One sentence: how the tolerance was chosen (for the summary)."""
         return f"|value - prediction| <= {self._tol:g}"
 
+    def claim_verdict(self, result: dict[str, Any]) -> tuple[str, str]:
+        """Whether the documented claim holds in ``result``: (verdict, why).
+
+        ``verdict`` is ``HOLDS``, ``DOES_NOT_HOLD`` or a phrase starting with "holds
+        only"; ``why`` gives the numbers it rests on. Computed from the result's
+        values, never fixed text. Experiments override it; this default applies to a
+        claim that *is* the prediction: it holds when every predicted point agrees.
+        """
+        ok, total, worst = agreement(self, result)
+        if total == 0:
+            return DOES_NOT_HOLD, "no point has a prediction to test the claim against."
+        if ok == total:
+            return HOLDS, (f"all {total} predicted points agree (largest deviation "
+                           f"{worst:.3g}).")
+        return DOES_NOT_HOLD, f"{total - ok} of {total} predicted points disagree."
+
+    def findings(self, result: dict[str, Any]) -> list[str]:
+        """Further sentences for the summary, quoting the result's numbers."""
+        return []
+
 
 # -- seeds and statistics -----------------------------------------------------------
 
@@ -161,16 +200,42 @@ def _point_result(point: Point, values: list[float]) -> dict[str, Any]:
             "low": _round(low), "high": _round(high), "prediction": _round(point.prediction)}
 
 
+def _run_on_dask(client, exp: Experiment, points: list[Point],
+                 progress: Callable[[int], None] | None) -> list[list[float]]:
+    """Each point as one task on the Dask cluster behind ``client``, in point order."""
+    from distributed import as_completed as dask_completed
+    # pure=False: a fresh key per run, never a result cached from another mode
+    futures = [client.submit(_measure_point, exp, p, pure=False) for p in points]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[list[float] | None] = [None] * len(points)
+    try:
+        for fut in dask_completed(futures, loop=client.loop):
+            results[index[fut.key]] = fut.result()
+            if progress:
+                progress(1)
+    except ImportError as e:  # the worker's environment lacks shardlab
+        raise ExperimentError(
+            f"a Dask worker cannot import what {exp.name} needs ({e}): install shardlab "
+            "in the workers' environment (pip install 'shardlab[dask]')") from None
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    return results  # type: ignore[return-value]
+
+
 def run_experiment(exp: Experiment, workers: int = MAX_WORKERS,
-                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[int], None] | None = None,
+                   client=None) -> dict[str, Any]:
     """Run every point of ``exp`` and return its result object.
 
-    Points run on ``workers`` local processes (1: in this process); the result does
-    not depend on ``workers``. ``progress`` is called with 1 as each point finishes.
+    Points run on ``workers`` local processes (1: in this process), or as tasks on a
+    Dask cluster when ``client`` (a ``distributed.Client``) is given; the result does
+    not depend on where. ``progress`` is called with 1 as each point finishes.
     """
     points = exp.points()
     results: list[list[float] | None] = [None] * len(points)
-    if workers <= 1 or len(points) <= 1:
+    if client is not None:
+        results = _run_on_dask(client, exp, points, progress)
+    elif workers <= 1 or len(points) <= 1:
         for i, p in enumerate(points):
             results[i] = _measure_point(exp, p)
             if progress:
@@ -182,8 +247,17 @@ def run_experiment(exp: Experiment, workers: int = MAX_WORKERS,
                 results[futures[fut]] = fut.result()
                 if progress:
                     progress(1)
-    return {"experiment": exp.name,
+    return {"experiment": exp.name, "quick": bool(exp.quick), "seeds": exp.replications,
+            "tolerance": exp.tolerance_note(),
             "points": [_point_result(p, v) for p, v in zip(points, results)]}
+
+
+def by_series(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The result's points grouped by series, in the order they appear."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pt in result["points"]:
+        out.setdefault(pt["series"], []).append(pt)
+    return out
 
 
 def agreement(exp: Experiment, result: dict[str, Any]) -> tuple[int, int, float]:
@@ -200,6 +274,12 @@ def agreement(exp: Experiment, result: dict[str, Any]) -> tuple[int, int, float]
         if dev <= exp.tolerance(point) + 1e-9:
             ok += 1
     return ok, total, worst
+
+
+def agrees_at(exp: Experiment, pt: dict[str, Any]) -> bool:
+    """Whether result point ``pt`` (with a prediction) is within its tolerance."""
+    point = Point(pt["series"], pt["params"], pt["prediction"])
+    return abs(pt["value"] - pt["prediction"]) <= exp.tolerance(point) + 1e-9
 
 
 # -- output -------------------------------------------------------------------------
@@ -225,46 +305,123 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     atomic_write(path, (json.dumps(result, indent=2, sort_keys=False) + "\n").encode("utf8"))
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
+
+
+def _dodges(exp: Experiment, result: dict[str, Any], names: list[str]) -> dict:
+    """x offsets, per (series, x), that set series with coinciding values side by side.
+
+    At each swept x the series whose simulated values (and predictions) lie within 2 %
+    of the y range of one another form a group; a group of m > 1 is spread over 60 %
+    of the closest spacing of the swept values (a ratio on a log axis), in series
+    order. Series that stand apart keep their x.
+    """
+    def ty(y: float) -> float:  # compare on the axis' own scale
+        if exp.yscale == "symlog":
+            return math.copysign(math.log10(1 + abs(y) / exp.ylinthresh), y)
+        if exp.yscale == "log":
+            return math.log10(y) if y > 0 else -12.0
+        return y
+
+    grid = sorted({p["params"][exp.xparam] for p in result["points"]})
+    log = exp.xscale == "log"
+    if log:
+        ratios = [b / a for a, b in zip(grid, grid[1:]) if a > 0]
+        spread = 0.6 * math.log(min(ratios)) if ratios else 0.2
+    else:
+        gaps = [b - a for a, b in zip(grid, grid[1:])]
+        spread = 0.6 * min(gaps) if gaps else 0.2
+    ys = [ty(v) for p in result["points"] for v in (p["value"], p["prediction"])
+          if v is not None]
+    eps = 0.02 * ((max(ys) - min(ys)) if ys else 1.0) or 1e-12
+    order = {n: i for i, n in enumerate(names)}
+    at: dict[Any, list[tuple[int, str, float, float | None]]] = {}
+    for p in result["points"]:
+        pred = p["prediction"]
+        at.setdefault(p["params"][exp.xparam], []).append(
+            (order[p["series"]], p["series"], ty(p["value"]),
+             None if pred is None else ty(pred)))
+    out: dict = {}
+    for x, members in at.items():
+        groups: list[list[tuple]] = []
+        for m in sorted(members):
+            for g in groups:
+                if abs(g[0][2] - m[2]) <= eps and (g[0][3] is None or m[3] is None
+                                                    or abs(g[0][3] - m[3]) <= eps):
+                    g.append(m)
+                    break
+            else:
+                groups.append([m])
+        for g in groups:
+            for k, m in enumerate(g):
+                step = (k - (len(g) - 1) / 2) / max(len(g) - 1, 1) if len(g) > 1 else 0.0
+                out[(m[1], x)] = x * math.exp(step * spread) if log else x + step * spread
+    return out
+
+
 def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
-    """One PNG: each series with its 95 % interval, its prediction dashed beside it."""
+    """One PNG: each series' simulated mean with its 95 % interval (filled markers,
+    solid line) and, drawn above it, its prediction (hollow markers, dashed line), so
+    that both stay visible where they agree. Series whose values coincide at a swept
+    x (several at 0, say) are set side by side in x, with a note saying so."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    series: dict[str, list[dict]] = {}
-    for pt in result["points"]:
-        series.setdefault(pt["series"], []).append(pt)
+    fig, ax = plt.subplots(figsize=(12, 6), dpi=100)
+    series = by_series(result)
+    names = list(series)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    all_xs = [p["params"][exp.xparam] for p in result["points"]]
+    log = exp.xscale == "log"
+    dodge = _dodges(exp, result, names)
+    handles = []
     for i, (name, pts) in enumerate(series.items()):
-        color = colors[i % len(colors)]
+        color, marker = colors[i % len(colors)], _MARKERS[i % len(_MARKERS)]
         pts = sorted(pts, key=lambda p: p["params"][exp.xparam])
-        xs = [p["params"][exp.xparam] for p in pts]
+        xs = [dodge[(name, p["params"][exp.xparam])] for p in pts]
         ys = [p["value"] for p in pts]
         err = [[p["value"] - p["low"] for p in pts], [p["high"] - p["value"] for p in pts]]
-        ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=4, capsize=3,
-                    label=f"{name}: simulated (95% CI)")
+        handles.append(ax.errorbar(xs, ys, yerr=err, color=color, marker=marker, ms=4.5,
+                                   capsize=3, lw=1.4, zorder=2,
+                                   label=f"{name}: simulated (mean, 95 % CI)"))
         pred = [(x, p["prediction"]) for x, p in zip(xs, pts) if p["prediction"] is not None]
         if pred:
-            ax.plot([x for x, _ in pred], [y for _, y in pred], color=color, ls="--",
-                    marker="x", ms=6, alpha=0.8, label=f"{name}: predicted")
+            handles.append(ax.plot([x for x, _ in pred], [y for _, y in pred], color=color,
+                                   ls=(0, (4, 3)), lw=1.2, marker=marker, ms=9, mfc="none",
+                                   mew=1.5, alpha=0.9, zorder=3,
+                                   label=f"{name}: predicted")[0])
+    moved = any(abs(v - k[1]) > 1e-12 for k, v in dodge.items())
     ax.set_xscale(exp.xscale)
-    if exp.xscale == "log":  # plain numbers at the swept values, not powers of ten
-        ax.set_xticks(sorted({p["params"][exp.xparam] for p in result["points"]}))
+    if log:  # plain numbers at the swept values, not powers of ten
+        ax.set_xticks(sorted(set(all_xs)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    if exp.yscale == "symlog":  # for non-negative figures: 0 at the bottom
-        ax.set_yscale("symlog", linthresh=exp.ylinthresh)
-        ax.set_ylim(bottom=0)
+    elif len(set(all_xs)) <= 12:
+        ax.set_xticks(sorted(set(all_xs)))
+    if exp.yscale == "symlog":  # for non-negative figures: 0 near the bottom, and
+        ax.set_yscale("symlog", linthresh=exp.ylinthresh)  # room for markers at 0
+        ax.set_ylim(bottom=-0.4 * exp.ylinthresh)
     else:
         ax.set_yscale(exp.yscale)
-    ax.set_title(exp.title or exp.name)
+    mode = "quick" if result.get("quick", exp.quick) else "full"
+    seeds = result.get("seeds", exp.replications)
+    ax.set_title(f"{exp.title or exp.name}\n{exp.name}: {mode} run, {seeds} seeds per point",
+                 fontsize=11)
     ax.set_xlabel(exp.xlabel)
     ax.set_ylabel(exp.ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0, title="filled: simulated; hollow, dashed: predicted"
+              + ("\nseries with equal values set side by side in x" if moved else ""),
+              title_fontsize=7)
+    note = ("Where series have equal values at a swept x (several at 0, say) they are set "
+            "side by side around it, in legend order; the ticks mark the swept values."
+            if moved else "")
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
@@ -279,46 +436,62 @@ def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-def write_summary(experiments: Iterable[Experiment], out: Path) -> Path:
-    """``out/summary.md``: each claim whose JSON is in ``out``, agrees or disagrees.
+def _disagreeing(exp: Experiment, result: dict[str, Any]) -> list[dict]:
+    return [pt for pt in result["points"] if pt["prediction"] is not None
+            and abs(pt["value"] - pt["prediction"])
+            > exp.tolerance(Point(pt["series"], pt["params"], pt["prediction"])) + 1e-9]
 
-    Tolerances are those of the given instances (quick or full), so a directory
-    should hold the results of one mode.
+
+def write_summary(experiments: Iterable[Experiment], out: Path) -> Path:
+    """``out/summary.md``: for each experiment whose JSON is in ``out``, whether the
+    simulation agrees with its prediction and whether the documented claim holds.
+
+    Each result is judged with the tolerances of its own mode (its ``quick`` field);
+    a result without that field, with those of the given instance.
     """
-    lines = ["# shardlab experiments: summary", "",
-             "Each claim, the simulated result against its derived prediction. Intervals "
-             "are two-sided 95 % Student-t intervals over seeds; a point agrees when "
-             "|value - prediction| is within the experiment's stated tolerance.", ""]
+    sections: list[str] = []
+    rows: list[str] = []
     for exp in experiments:
         path = out / f"{exp.name}.json"
         if not path.exists():
             continue
         result = json.loads(path.read_text("utf8"))
+        if "quick" in result and bool(result["quick"]) != exp.quick:
+            exp = type(exp)(quick=bool(result["quick"]))
         ok, total, worst = agreement(exp, result)
         if total == 0:
-            verdict = "no prediction"
+            agrees = "no prediction"
         elif ok == total:
-            verdict = "agrees"
+            agrees = "agrees"
         else:
-            verdict = "disagrees"
-        lines += [f"## {exp.name}: {verdict}", "",
-                  f"Verdict compares the simulation with the derived prediction; "
-                  "whether the documented claim itself holds is said below.", "",
-                  f"- Claim: {exp.claim}",
-                  f"- Points: {len(result['points'])}; with a prediction: {total}; "
-                  f"within tolerance: {ok}; largest |value - prediction|: {worst:.4g}",
-                  f"- Tolerance: {exp.tolerance_note()}"]
-        notes = exp.findings(result) if hasattr(exp, "findings") else []
-        lines += [f"- {n}" for n in notes]
-        if total and ok < total:
-            bad = [pt for pt in result["points"] if pt["prediction"] is not None
-                   and abs(pt["value"] - pt["prediction"])
-                   > exp.tolerance(Point(pt["series"], pt["params"], pt["prediction"])) + 1e-9]
-            for pt in bad[:5]:
-                lines.append(f"- Disagrees at {pt['series']} {pt['params']}: simulated "
-                             f"{pt['value']:.4g} [{pt['low']:.4g}, {pt['high']:.4g}], "
-                             f"predicted {pt['prediction']:.4g}")
+            agrees = "disagrees"
+        verdict, why = exp.claim_verdict(result)
+        mode = "quick" if exp.quick else "full"
+        rows.append(f"| `{exp.name}` | {agrees} | {verdict} |")
+        lines = [f"## {exp.name}", "",
+                 f"- Claim: {exp.claim}",
+                 f"- Documented claim: **{verdict}**. Why: {why}",
+                 f"- Simulation vs prediction: {agrees}: {ok} of {total} predicted points "
+                 f"within tolerance (of {len(result['points'])} points); largest "
+                 f"|value - prediction| {worst:.4g}",
+                 f"- Tolerance: {exp.tolerance_note()}",
+                 f"- Run: {mode}, {result.get('seeds', exp.replications)} seeds per point"]
+        lines += [f"- {n}" for n in exp.findings(result)]
+        for pt in _disagreeing(exp, result)[:5]:
+            lines.append(f"- Disagrees at {pt['series']} {pt['params']}: simulated "
+                         f"{pt['value']:.4g} [{pt['low']:.4g}, {pt['high']:.4g}], "
+                         f"predicted {pt['prediction']:.4g}")
         lines += [f"- Files: `{exp.name}.json`, `{exp.name}.png`", ""]
+        sections += lines
+    head = ["# shardlab experiments: summary", "",
+            "Two verdicts per experiment. *Simulation vs prediction*: every point with a "
+            "derived prediction agrees when |value - prediction| is within the "
+            "experiment's stated tolerance (values are means over seeds with two-sided "
+            "95 % Student-t intervals). *Documented claim*: whether the claim as the "
+            "documentation or the release states it holds in these numbers (holds, does "
+            "not hold, or holds only under a stated condition), with the reason.", "",
+            "| experiment | simulation vs prediction | documented claim |",
+            "| --- | --- | --- |", *rows, ""]
     path = out / "summary.md"
-    atomic_write(path, "\n".join(lines).encode("utf8"))
+    atomic_write(path, "\n".join(head + sections).encode("utf8"))
     return path

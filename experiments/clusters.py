@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.base import Experiment, Point
+from experiments.base import DOES_NOT_HOLD, HOLDS, Experiment, Point, by_series
 from sim.runner import run_scenario
 from sim.scenario import Topology, default_scenario
 
@@ -45,8 +45,8 @@ class Clusters(Experiment):
              "every worker and interface server avoids that (Channels docs, Scaling).")
     title = "Responses lost vs number of clusters"
     xparam = "clusters"
-    xlabel = "clusters, K"
-    ylabel = "lost (misrouted) fraction of responses"
+    xlabel = "clusters, K (count)"
+    ylabel = "lost (misrouted) responses (fraction, 0-1)"
     replications_quick = 5
     replications_full = 10
     # A seed sends >= 1900 responses: binomial sd <= 0.5/sqrt(1900) = 0.0115; the mean
@@ -71,6 +71,26 @@ class Clusters(Experiment):
         r = run_scenario(sc)
         sent = r["sent"]["response"]
         return r["fates_by_kind"]["response"]["misrouted"] / sent if sent else 0.0
+
+    def claim_verdict(self, result: dict) -> tuple[str, str]:
+        """Naive clusters must lose responses at K > 1 and the shared ring none
+        (both beyond or within the noise tolerance)."""
+        groups = by_series(result)
+        naive = [p for p in groups.get("naive (cluster)", []) if p["params"]["clusters"] > 1]
+        shared = groups.get("shared ring", [])
+        low = min(naive, key=lambda p: p["value"]) if naive else None
+        top = max((p["value"] for p in shared), default=0.0)
+        why = (f"naive clusters lost {low['value']:.2f} to "
+               f"{max(p['value'] for p in naive):.2f} of responses for K = 2 to "
+               f"{max(p['params']['clusters'] for p in naive)}; the shared ring lost at "
+               f"most {top:.3g} at any K." if low else "no K > 1 in the result.")
+        naive_loses = low is not None and low["value"] > self._tol
+        shared_safe = top <= self._tol
+        if naive_loses and shared_safe:
+            return HOLDS, why
+        if shared_safe:
+            return "holds only for the shared ring (naive clusters did not lose)", why
+        return DOES_NOT_HOLD, why
 
 
 EXPERIMENT = Clusters

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.base import Experiment, Point
+from experiments.base import DOES_NOT_HOLD, HOLDS, Experiment, Point, agrees_at, by_series
 from sim.runner import run_scenario
 from sim.scenario import Load, default_scenario
 
@@ -52,8 +52,8 @@ class HashSeed(Experiment):
              "per-process hash seeds (the default) (N-1)/N of responses are lost on N hosts.")
     title = "Pub/sub responses lost vs host count, by hash seeding"
     xparam = "shards"
-    xlabel = "hosts (Redis shards), N"
-    ylabel = "misrouted fraction of responses"
+    xlabel = "hosts (Redis shards), N (count)"
+    ylabel = "misrouted responses (fraction, 0-1)"
     replications_quick = 5
     replications_full = 10
     # Fewest responses at N = 16: about 500 a seed (quick); binomial sd
@@ -82,6 +82,22 @@ class HashSeed(Experiment):
         r = run_scenario(sc)
         sent = r["sent"]["response"]
         return r["fates_by_kind"]["response"]["misrouted"] / sent if sent else 0.0
+
+    def claim_verdict(self, result: dict) -> tuple[str, str]:
+        """Per-process seeds must lose (N-1)/N, and the controls nothing, within tolerance."""
+        groups = by_series(result)
+        lossy = [s for s in groups if "per-process" in s and "3.3.0" in s]
+        bad = [p for pts in groups.values() for p in pts if not agrees_at(self, p)]
+        top = max(groups[lossy[0]], key=lambda p: p["params"]["shards"]) if lossy else None
+        controls = max((p["value"] for s, pts in groups.items() if s not in lossy
+                        for p in pts), default=0.0)
+        why = (f"per-process seeds lost {top['value']:.3f} of responses on N = "
+               f"{top['params']['shards']} hosts ((N-1)/N = {top['prediction']:.3f}); one "
+               f"seed everywhere and 3.3.1+'s CRC lost at most {controls:.3g}."
+               if top else "no per-process series in the result.")
+        if not bad and top:
+            return HOLDS, why
+        return DOES_NOT_HOLD, why + f" {len(bad)} points are off by more than the tolerance."
 
 
 EXPERIMENT = HashSeed

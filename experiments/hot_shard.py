@@ -40,7 +40,7 @@ import functools
 import math
 
 from experiments.analytic import crc_bucket_probs, expected_max_load
-from experiments.base import Experiment, Point
+from experiments.base import DOES_NOT_HOLD, HOLDS, Experiment, Point, agrees_at, by_series
 from sim.runner import run_scenario
 from sim.scenario import default_scenario
 
@@ -62,7 +62,7 @@ class HotShard(Experiment):
              "shard's share follows balls in bins over the interface servers' prefixes.")
     title = "Response load imbalance (max / mean) vs interface servers"
     xparam = "interface_servers"
-    xlabel = "interface servers, I"
+    xlabel = "interface servers, I (count)"
     ylabel = "busiest shard's response writes / mean (ratio)"
     replications_quick = 10
     replications_full = 20
@@ -99,6 +99,23 @@ class HotShard(Experiment):
         loads = list(run_scenario(sc)["shard_load"]["by_kind"]["response"].values())
         total = sum(loads)
         return max(loads) * len(loads) / total if total else 0.0
+
+    def claim_verdict(self, result: dict) -> tuple[str, str]:
+        """Balls in bins must describe every shard count, within tolerance."""
+        groups = by_series(result)
+        good = [s for s, pts in groups.items() if all(agrees_at(self, p) for p in pts)]
+        quoted = []
+        for s, pts in groups.items():
+            few = min(pts, key=lambda p: abs(p["params"]["interface_servers"] - 4))
+            quoted.append(f"{few['params']['interface_servers']} interface servers on {s}: "
+                          f"busiest shard {few['value']:.2f}x the mean (balls in bins "
+                          f"{few['prediction']:.2f}x)")
+        why = "; ".join(quoted) + "."
+        if len(good) == len(groups):
+            return HOLDS, why
+        if not good:
+            return DOES_NOT_HOLD, why
+        return f"holds only for {', '.join(good)}", why
 
 
 EXPERIMENT = HotShard

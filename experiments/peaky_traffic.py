@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.base import Experiment, Point
+from experiments.base import DOES_NOT_HOLD, HOLDS, Experiment, Point, agrees_at
 from sim.runner import run_scenario
 from sim.scenario import Load, default_scenario
 
@@ -77,7 +77,7 @@ class PeakyTraffic(Experiment):
              "with ChannelFull, one for one.")
     title = "Bursts against capacity and expiry (3 shards, 6 workers, 5 bursts)"
     xparam = "burst"
-    xlabel = "requests per burst, B"
+    xlabel = "requests per burst, B (count)"
     ylabel = "requests per run (count)"
     replications_quick = 3
     replications_full = 5
@@ -104,14 +104,28 @@ class PeakyTraffic(Experiment):
         return float(fates["expired"] if point.series.startswith("expired")
                      else fates["rejected_full"])
 
-    def findings(self, result: dict) -> list[str]:
+    def claim_verdict(self, result: dict) -> tuple[str, str]:
+        """ChannelFull must be the excess one for one (exact); the claim holds only
+        with a long expiry if requests the queues held expire there instead."""
+        full = [p for p in result["points"] if p["prediction"] is not None]
+        off = [p for p in full if not agrees_at(self, p)]
+        top = max(full, key=lambda p: p["value"]) if full else None
         exp = {p["params"]["burst"]: p["value"] for p in result["points"]
                if p["series"].startswith("expired")}
         worst = max(exp.items(), key=lambda kv: kv[1]) if exp else (0, 0.0)
-        return [f"With E = 0.5 s and C = 50, up to {worst[1]:.0f} requests per run "
-                f"expire in the queue (B = {worst[0]}): a capacity that admits more than "
-                "the workers can take within the expiry only turns refusals into silent "
-                "expiry."]
+        why = (f"ChannelFull matched 5 max(0, B - W - N C) at {len(full) - len(off)} of "
+               f"{len(full)} points (e.g. {top['value']:.0f} refused per run at B = "
+               f"{top['params']['burst']}, {top['series']})." if top else "")
+        if off:
+            return DOES_NOT_HOLD, why + (f" {len(off)} points differ: bursts met busy "
+                                         "workers or a queue left from the last burst.")
+        if worst[1] > 0:
+            return ("holds only while the expiry outlasts the queue", why + (
+                f" With E = 0.5 s and C = 50, up to {worst[1]:.0f} requests per run "
+                f"(B = {worst[0]}) expire in the queue without any ChannelFull: a "
+                "capacity that admits more than the workers take within the expiry "
+                "turns refusals into silent expiry."))
+        return HOLDS, why
 
 
 EXPERIMENT = PeakyTraffic

@@ -9,7 +9,8 @@ log on (`sim.events`) and reads, for the requests that entered after the warm-up
 - its end-to-end latency (request to delivered response), exact, not bucketed;
 - whether it expired.
 
-Nothing here changes the simulator; it only reads what a run logged.
+Nothing here changes the simulator; it only reads what a run logged (and can switch
+the workers to the receive that waits on every shard).
 """
 
 from __future__ import annotations
@@ -58,14 +59,18 @@ def quantile(sorted_values: tuple[float, ...] | list[float], q: float) -> float:
     return sorted_values[max(1, math.ceil(q * n)) - 1]
 
 
-def run_requests(sc: Scenario, warmup: float) -> RequestStats:
+def run_requests(sc: Scenario, warmup: float, wait_all_shards: bool = False) -> RequestStats:
     """Run ``sc`` (load, then drain) with the event log and summarise its requests.
 
     Only requests that entered at or after ``warmup`` seconds count, so the start
     (every asgi_redis-1 worker's round robin begins at shard 0) does not bias the
-    figures. Deterministic: the same scenario gives the same numbers in any process.
+    figures. ``wait_all_shards``: every worker's receive waits on all its shards at
+    once (`sim.world.Worker.wait_all_shards`) instead of its router's one shard.
+    Deterministic: the same scenario gives the same numbers in any process.
     """
     world = World(sc, events=True)
+    for worker in world.workers:  # read when the worker's process starts (env.run)
+        worker.wait_all_shards = wait_all_shards
     env = world.env
     env.run(until=world.load_done)
     env.run(until=env.now + sc.drain if sc.drain > 0 else env.now + 1e-9)

@@ -37,7 +37,7 @@ import random
 import string
 
 from experiments.analytic import crc_moved_fraction
-from experiments.base import Experiment, Point
+from experiments.base import DOES_NOT_HOLD, HOLDS, Experiment, Point, agrees_at, by_series
 from layer.hashing import KETAMA_VNODES, RINGS
 
 RING_NAMES = ("crc", "jump", "rendezvous", "ketama")
@@ -54,8 +54,8 @@ class Resharding(Experiment):
              "bucket map about half.")
     title = "Response channels moved when hosts go from N to N+1"
     xparam = "hosts_before"
-    xlabel = "hosts before the change, N (to N + 1)"
-    ylabel = "fraction of response channels moved"
+    xlabel = "hosts before the change, N (count; to N + 1)"
+    ylabel = "response channels moved (fraction, 0-1)"
     replications_quick = 5
     replications_full = 10
 
@@ -95,6 +95,23 @@ class Resharding(Experiment):
                                               for _ in range(8)) + "!"
             moved += ring(name, before) != ring(name, after)
         return moved / m
+
+    def claim_verdict(self, result: dict) -> tuple[str, str]:
+        """Each ring must move 1/(N+1) and the bucket map about half, within tolerance."""
+        groups = by_series(result)
+        good = [s for s, pts in groups.items() if all(agrees_at(self, p) for p in pts)]
+        crc = [p["value"] for p in groups.get("crc", [])]
+        rings = [s for s in groups if s != "crc"]
+        ring_dev = max((abs(p["value"] - p["prediction"]) for s in rings for p in groups[s]),
+                       default=0.0)
+        why = (f"the releases' map (crc) moved {min(crc, default=0):.2f} to "
+               f"{max(crc, default=0):.2f} of response channels per host added, whatever "
+               f"N; the rings ({', '.join(rings)}) were within {ring_dev:.3f} of 1/(N+1).")
+        if len(good) == len(groups):
+            return HOLDS, why
+        if not good:
+            return DOES_NOT_HOLD, why
+        return f"holds only for {', '.join(good)}", why
 
     def findings(self, result: dict) -> list[str]:
         crc = [p["value"] for p in result["points"] if p["series"] == "crc"]

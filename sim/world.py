@@ -247,6 +247,10 @@ class Worker(_Process):
         self.holding: Msg | None = None
         self.wait_ev = None
         self.wait_at: tuple[str, str] | None = None
+        self.wait_more: tuple[str, ...] = ()  # further shards the same wait is on
+        # Receive from every shard at once (no release did): set by an experiment
+        # before the run starts; not a scenario setting.
+        self.wait_all_shards = False
         self.inbox: list[Msg] = []
         self._sub: tuple[str, str] | None = None
         self.proc = self.env.process(self.run())
@@ -269,6 +273,9 @@ class Worker(_Process):
             self._drop_all()
 
     def _run_queue(self):
+        if self.wait_all_shards:
+            yield from self._run_queue_all()
+            return
         w = self.world
         env = self.env
         key = w.sc.request_channel
@@ -305,6 +312,63 @@ class Worker(_Process):
             elif log is not None:
                 log.append(("take", env.now, self.name, sid, msg.channel))
             yield from self._serve(msg)
+
+    def _run_queue_all(self):
+        """The receive loop of a worker that waits on every shard of its list at once.
+
+        No release did this; it is the comparison for the one-shard-per-receive
+        releases. Each receive takes the oldest queued request over all reachable
+        shards (so the shards together are one FIFO queue); if none is queued it
+        waits on all of them with one event, which the first send to any of them
+        hands its message to (a send skips a waiter already handed one). A wait ends
+        after the profile's receive timeout (none if its receive stayed on one shard)
+        and is then renewed at once; while a shard is down or cut off, the others
+        are waited on and the full list is tried again every ``RECEIVE_RETRY_S``.
+        """
+        w = self.world
+        env = self.env
+        key = w.sc.request_channel
+        log = w.events
+        while True:
+            router = self.router  # a host change swaps it
+            live = [w.shards[sid] for sid in self.hosts
+                    if w.shards[sid].up and (self.name, sid) not in w.partitions]
+            if not live:
+                yield env.timeout(RECEIVE_RETRY_S)
+                continue
+            oldest = None
+            for shard in live:
+                k = shard.keys.get(key)
+                if k is not None and k.q and (oldest is None or k.q[0].t0 < head):
+                    oldest, head = shard, k.q[0].t0
+            if oldest is not None:
+                msg = oldest.take(key)
+                if msg is None:
+                    continue  # its head had expired; take() settled it
+                if log is not None:
+                    log.append(("take", env.now, self.name, oldest.name, msg.channel))
+                yield from self._serve(msg)
+                continue
+            ev = env.event()
+            self.wait_ev, self.wait_at = ev, (live[0].name, key)
+            self.wait_more = tuple(shard.name for shard in live[1:])
+            for shard in live:
+                shard.wait(key, ev)
+            if len(live) < len(self.hosts):
+                yield ev | env.timeout(RECEIVE_RETRY_S)
+            elif router.poll_sticks:
+                yield ev
+            else:
+                yield ev | env.timeout(router.receive_timeout)
+            if not ev.triggered:
+                ev.succeed(None)  # retire it, so no send hands it a message
+            for shard in live:
+                shard.unwait(key, ev)
+            msg = ev.value
+            self.wait_ev = self.wait_at = None
+            self.wait_more = ()
+            if msg is not None:
+                yield from self._serve(msg)
 
     def _run_pubsub(self):
         self._subscribe()
@@ -358,10 +422,12 @@ class Worker(_Process):
             if ev.triggered and isinstance(ev.value, Msg):
                 w.settle(ev.value, DROPPED_BY_DEAD_WORKER)  # handed over as it died
             elif self.wait_at is not None:
-                w.shards[self.wait_at[0]].unwait(self.wait_at[1], ev)
+                for sid in (self.wait_at[0], *self.wait_more):
+                    w.shards[sid].unwait(self.wait_at[1], ev)
                 if not ev.triggered:
                     ev.succeed(None)
         self.wait_ev = self.wait_at = None
+        self.wait_more = ()
         for m in self.inbox:
             w.settle(m, DROPPED_BY_DEAD_WORKER)
         self.inbox.clear()
@@ -383,8 +449,9 @@ class Worker(_Process):
         """Break the current blocking receive (its connection failed or was replaced)."""
         ev = self.wait_ev
         if ev is not None and not ev.triggered and self.wait_at is not None \
-                and (sid is None or self.wait_at[0] == sid):
-            self.world.shards[self.wait_at[0]].unwait(self.wait_at[1], ev)
+                and (sid is None or self.wait_at[0] == sid or sid in self.wait_more):
+            for s in (self.wait_at[0], *self.wait_more):
+                self.world.shards[s].unwait(self.wait_at[1], ev)
             ev.succeed(None)
 
     def change_hosts(self, hosts: tuple[str, ...]) -> None:

@@ -1,4 +1,5 @@
-"""The framework: determinism, seeds, intervals, the closed forms, and the CLI's errors."""
+"""The framework: determinism, seeds, intervals, the closed forms, the CLI's errors,
+and the same bytes from a Dask cluster (`--dask`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import binascii
 import json
 import random
+import socket
+import sys
 
 import pytest
 
@@ -13,6 +16,7 @@ from experiments import ExperimentError
 from experiments.analytic import (crc_bucket, crc_bucket_probs, crc_moved_fraction,
                                   expected_max_load, mismatch)
 from experiments.base import Point, point_seed, run_experiment, t_interval
+from experiments import cli
 from experiments.cli import add_experiment_parser, cmd_experiment, main
 from experiments.clusters import Clusters
 from experiments.peaky_traffic import PeakyTraffic
@@ -74,7 +78,9 @@ def _args(argv):
     (["experiment", "run", "nope"], "unknown; allowed: rendezvous"),
     (["experiment", "run"], "give an experiment name or --all"),
     (["experiment", "run", "clusters", "--all"], "not both"),
-    (["experiment", "run", "--all", "--dask", "tcp://x:8786"], "--dask is not available yet"),
+    (["experiment", "run", "--all", "--dask", "tcp://x:8786", "--serial"], "give one"),
+    (["experiment", "run", "--all", "--dask", ""], "give the scheduler's address"),
+    (["experiment", "run", "--all", "--dask", "nonsense"], "is not a Dask scheduler address"),
     (["experiment"], "give an action"),
 ])
 def test_cli_errors_are_one_line(argv, words):
@@ -120,3 +126,62 @@ def test_new_host_share():
                   for n in range(40)) / lam
     assert new_host_share(lam, 4) == pytest.approx(by_hand, rel=1e-9)
     assert new_host_share(1000.0, 4) == pytest.approx(0.25, abs=0.001)
+
+
+# -- --dask -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dask_address():
+    """A local Dask cluster: two worker processes, one thread each, this environment."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_dask_run_writes_the_same_bytes_as_a_serial_run(dask_address, tmp_path):
+    """The points of a quick experiment run as tasks on a Dask cluster (each one the
+    same work as a local process does) give a JSON identical to a serial run's."""
+    for mode, extra in (("dask", ["--dask", dask_address]), ("serial", ["--serial"])):
+        assert cmd_experiment(_args(["experiment", "run", "resharding", "--quick", "--out",
+                                     str(tmp_path / mode), *extra])) == 0
+    dask_bytes = (tmp_path / "dask" / "resharding.json").read_bytes()
+    assert dask_bytes == (tmp_path / "serial" / "resharding.json").read_bytes()
+    assert (tmp_path / "dask" / "resharding.png").exists()
+    assert (tmp_path / "dask" / "summary.md").exists()
+
+
+def test_dask_progress_counts_every_point(dask_address):
+    """The progress callback advances once per point as the tasks finish."""
+    exp = Resharding(quick=True)
+    done = []
+    client = cli.connect_dask(dask_address)
+    try:
+        run_experiment(exp, progress=done.append, client=client)
+    finally:
+        client.close()
+    assert sum(done) == len(exp.points())
+
+
+def test_dask_unreachable_is_one_line(monkeypatch, tmp_path, capsys):
+    """An address where no scheduler answers: one error line after the (here shortened)
+    connect timeout, exit 2, nothing written."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # free once closed: nothing listens there
+    monkeypatch.setattr(cli, "DASK_CONNECT_TIMEOUT", 1.0)
+    out = tmp_path / "r"
+    assert main(["experiment", "run", "clusters", "--quick", "--out", str(out),
+                 "--dask", f"tcp://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Dask scheduler reached there within 1 s" in err
+    assert not out.exists()
+
+
+def test_dask_not_installed_is_one_line(monkeypatch):
+    """Without the distributed package --dask says how to install it."""
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
+    with pytest.raises(ExperimentError) as e:
+        cmd_experiment(_args(["experiment", "run", "clusters", "--dask", "tcp://x:8786"]))
+    assert "install it with pip install 'shardlab[dask]'" in str(e.value)
+    assert "\n" not in str(e.value)

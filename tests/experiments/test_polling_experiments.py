@@ -10,13 +10,13 @@ import pytest
 
 from experiments.base import Point, point_seed, run_experiment
 from experiments.polling import quantile, run_requests
-from experiments.receive_latency import (POOLED, SPLIT, ReceiveLatency, erlang_c,
+from experiments.receive_latency import (ALL, SPLIT, ReceiveLatency, erlang_c,
                                          mmc_mean, mmc_quantile, mmc_tail)
 from experiments.receive_latency import _run as _rl_run
 from experiments.workers_per_shard import (P99_SERVICE, WorkersPerShard,
                                            independent_empty)
 from experiments.workers_per_shard import _run as _wps_run
-from sim.scenario import Load, default_scenario
+from sim.scenario import Fault, Load, default_scenario
 
 
 class SmallWorkersPerShard(WorkersPerShard):
@@ -99,7 +99,7 @@ def test_run_requests_accounts_for_every_request():
 
 def test_points_and_predictions():
     """workers-per-shard predicts only where the advice applies (w >= 10); receive-latency
-    only the one-shard series; every metric of a run shares its seed."""
+    only the wait-on-all series; every metric of a run shares its seed."""
     wps = WorkersPerShard(quick=True)
     pred = {(p.series, p.params["workers_per_shard"]): p.prediction for p in wps.points()}
     assert pred[("p99 latency (s), channels-2015", 10)] == pytest.approx(P99_SERVICE)
@@ -113,6 +113,24 @@ def test_points_and_predictions():
     rl = ReceiveLatency(quick=True)
     for p in rl.points():
         assert (p.prediction is None) == p.series.endswith(SPLIT)
-    assert any(p.series.endswith(POOLED) for p in rl.points())
-    assert rl.seed_point(Point(f"mean latency, {POOLED}", {"workers": 3})) == \
-        rl.seed_point(Point(f"p99 latency, {POOLED}", {"workers": 3}))
+    assert any(p.series.endswith(ALL) for p in rl.points())
+    assert rl.seed_point(Point(f"mean latency, {ALL}", {"workers": 3})) == \
+        rl.seed_point(Point(f"p99 latency, {ALL}", {"workers": 3}))
+
+
+@pytest.mark.parametrize("router", ["asgi_redis-1", "fixed"])
+def test_wait_on_all_shards_receiver(router):
+    """A worker waiting on every shard at once: with as many workers as requests ever
+    in service, no request waits on any shard; under a shard crash and a partition
+    the fates still add up (the run raises otherwise); the run is deterministic."""
+    base = dataclasses.replace(default_scenario(), seed=5, router=router, shards=3,
+                               interface_servers=2, workers=12, duration=20.0, drain=3.0,
+                               service_time=0.01, load=Load(kind="poisson", rate=20.0))
+    calm = run_requests(base, warmup=2.0, wait_all_shards=True)
+    assert calm.requests > 300 and calm.queued == 0 and calm.handed == calm.requests
+    faulty = dataclasses.replace(base, faults=(
+        Fault(kind="shard_crash", at=5.0, target="shard1", duration=3.0),
+        Fault(kind="partition", at=10.0, target="worker0", shard="shard2", duration=4.0)))
+    a = run_requests(faulty, warmup=2.0, wait_all_shards=True)
+    assert a == run_requests(faulty, warmup=2.0, wait_all_shards=True)
+    assert a.requests > 300 and len(a.latencies) > 0.5 * a.requests
