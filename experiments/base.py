@@ -46,9 +46,11 @@ Result shape (one JSON object per experiment)::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["Experiment", "Point", "ExperimentError", "run_experiment", "point_seed",
-           "t_interval", "write_json", "write_plot", "write_summary", "agreement",
+           "t_interval", "write_result", "render_plot", "write_summary", "agreement",
            "atomic_write", "MAX_WORKERS", "HOLDS", "DOES_NOT_HOLD", "by_series",
            "agrees_at"]
 
@@ -222,6 +224,20 @@ def _run_on_dask(client, exp: Experiment, points: list[Point],
     return results  # type: ignore[return-value]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (they ignore SIGINT)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(5)
+
+
 def run_experiment(exp: Experiment, workers: int = MAX_WORKERS,
                    progress: Callable[[int], None] | None = None,
                    client=None) -> dict[str, Any]:
@@ -241,12 +257,26 @@ def run_experiment(exp: Experiment, workers: int = MAX_WORKERS,
             if progress:
                 progress(1)
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, MAX_WORKERS)) as pool:
-            futures = {pool.submit(_measure_point, exp, p): i for i, p in enumerate(points)}
+        pool = ProcessPoolExecutor(max_workers=min(workers, MAX_WORKERS),
+                                   initializer=_ignore_sigint)
+        try:
+            # Workers are started by submit(): with SIGINT ignored meanwhile, they are
+            # born ignoring it, so Ctrl-C (sent to the whole process group) reaches
+            # this process only, which then stops them.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                futures = {pool.submit(_measure_point, exp, p): i
+                           for i, p in enumerate(points)}
+            finally:
+                signal.signal(signal.SIGINT, previous)
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 if progress:
                     progress(1)
+        except BaseException:
+            _stop_pool(pool)
+            raise
+        pool.shutdown()
     return {"experiment": exp.name, "quick": bool(exp.quick), "seeds": exp.replications,
             "tolerance": exp.tolerance_note(),
             "points": [_point_result(p, v) for p, v in zip(points, results)]}
@@ -301,8 +331,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_json(result: dict[str, Any], path: Path) -> None:
-    atomic_write(path, (json.dumps(result, indent=2, sort_keys=False) + "\n").encode("utf8"))
+def _json_bytes(result: dict[str, Any]) -> bytes:
+    return (json.dumps(result, indent=2, sort_keys=False) + "\n").encode("utf8")
 
 
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
@@ -327,7 +357,8 @@ def _dodges(exp: Experiment, result: dict[str, Any], names: list[str]) -> dict:
     log = exp.xscale == "log"
     if log:
         ratios = [b / a for a, b in zip(grid, grid[1:]) if a > 0]
-        spread = 0.6 * math.log(min(ratios)) if ratios else 0.2
+        # narrower than on a linear axis: a wide ratio reads as another swept value
+        spread = 0.3 * math.log(min(ratios)) if ratios else 0.1
     else:
         gaps = [b - a for a, b in zip(grid, grid[1:])]
         spread = 0.6 * min(gaps) if gaps else 0.2
@@ -359,8 +390,8 @@ def _dodges(exp: Experiment, result: dict[str, Any], names: list[str]) -> dict:
     return out
 
 
-def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
-    """One PNG: each series' simulated mean with its 95 % interval (filled markers,
+def render_plot(exp: Experiment, result: dict[str, Any]) -> bytes:
+    """One PNG (returned as bytes): each series' simulated mean with its 95 % interval (filled markers,
     solid line) and, drawn above it, its prediction (hollow markers, dashed line), so
     that both stay visible where they agree. Series whose values coincide at a swept
     x (several at 0, say) are set side by side in x, with a note saying so."""
@@ -402,7 +433,9 @@ def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
         ax.set_xticks(sorted(set(all_xs)))
     if exp.yscale == "symlog":  # for non-negative figures: 0 near the bottom, and
         ax.set_yscale("symlog", linthresh=exp.ylinthresh)  # room for markers at 0
-        ax.set_ylim(bottom=-0.4 * exp.ylinthresh)
+        top = max([v for p in result["points"] for v in (p["high"], p["prediction"])
+                   if v is not None] + [exp.ylinthresh])
+        ax.set_ylim(bottom=-0.4 * exp.ylinthresh, top=top * 1.6)  # no marker on the edge
     else:
         ax.set_yscale(exp.yscale)
     mode = "quick" if result.get("quick", exp.quick) else "full"
@@ -422,18 +455,25 @@ def write_plot(exp: Experiment, result: dict[str, Any], path: Path) -> None:
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
+    return buf.getvalue()
+
+
+def write_result(exp: Experiment, result: dict[str, Any], out: Path) -> None:
+    """``out/NAME.json`` and ``out/NAME.png``: both made in memory first, then each
+    written whole; a file that cannot be written is named in an `ExperimentError`."""
+    files = {out / f"{exp.name}.json": _json_bytes(result),
+             out / f"{exp.name}.png": render_plot(exp, result)}
+    for path, data in files.items():
+        try:
+            atomic_write(path, data)
+        except OSError as e:
+            raise ExperimentError(f"cannot write {str(path)!r}: "
+                                  f"{e.strerror or e}") from None
 
 
 def _disagreeing(exp: Experiment, result: dict[str, Any]) -> list[dict]:

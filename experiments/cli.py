@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 from experiments import ExperimentError, registry
-from experiments.base import (MAX_WORKERS, agreement, run_experiment, write_json,
-                              write_plot, write_summary)
+from experiments.base import (MAX_WORKERS, agreement, run_experiment, write_result,
+                              write_summary)
+from shardlab.output import cannot_write_in
 
 __all__ = ["add_experiment_parser", "cmd_experiment", "connect_dask"]
 
@@ -42,7 +43,8 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("name", nargs="?", help="experiment name (see `experiment list`)")
     run.add_argument("--all", action="store_true", help="run every experiment")
     run.add_argument("--quick", action="store_true",
-                     help="small sweeps: all experiments together in under two minutes")
+                     help="small sweeps: all experiments together in about a minute on "
+                     "2 cores")
     run.add_argument("--out", default="results", metavar="DIR",
                      help="output directory (default: results)")
     run.add_argument("--serial", action="store_true",
@@ -69,32 +71,69 @@ def _selected(args) -> list:
     return [reg[args.name]]
 
 
-def _check_out(text: str) -> Path:
+def _check_out(text: str, names: list[str]) -> Path:
     """Refuse, before any work, an --out the results cannot be written whole into:
-    empty, not a directory, unwritable, or holding an unreadable result of ours."""
+    empty, not a directory, not writable (tried with a scratch file), an output path
+    (``NAME.json``, ``NAME.png`` for ``names``, ``summary.md``) that is not a writable
+    regular file, or a result there that is not a complete result of ours."""
     if not text:
         raise ExperimentError("--out '': give a directory")
     out = Path(text)
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {text!r} is not a directory")
     probe = out
-    while not probe.exists():
+    while not probe.exists() and not probe.is_symlink():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise ExperimentError(f"--out {text!r}: cannot create or write in {str(probe)!r}")
+    if not probe.is_dir():
+        raise ExperimentError(f"--out {text!r}: {str(probe)!r} is not a directory")
+    problem = cannot_write_in(probe)  # outputs go through scratch files made there
+    if problem:
+        raise ExperimentError(f"--out {text!r}: cannot create or write in {str(probe)!r} "
+                              f"({problem})")
+    targets = [out / f"{n}.{ext}" for n in names for ext in ("json", "png")]
+    for path in targets + [out / "summary.md"]:
+        if path.exists() and not path.is_file():
+            raise ExperimentError(f"--out {text!r}: {str(path)!r} exists and is not a "
+                                  "regular file; remove it or choose another --out")
     for name in registry():
         path = out / f"{name}.json"
         if path.exists():
-            try:
-                data = json.loads(path.read_text("utf8"))
-                ok = isinstance(data, dict) and data.get("experiment") == name
-            except (ValueError, UnicodeDecodeError):
-                ok = False
-            if not ok:
+            problem = result_problem(path, name)
+            if problem:
                 raise ExperimentError(f"--out {text!r}: {str(path)!r} is not a result of "
-                                      f"experiment {name!r}; remove it or choose another "
-                                      "--out (summary.md is built from the results there)")
+                                      f"experiment {name!r} ({problem}); remove it or choose "
+                                      "another --out (summary.md is built from the results "
+                                      "there)")
     return out
+
+
+#: Fields every point of a result has.
+POINT_FIELDS = ("series", "params", "value", "low", "high", "prediction")
+
+
+def result_problem(path: Path, name: str) -> str:
+    """Why the file at ``path`` is not a complete result of experiment ``name`` ("" if
+    it is one)."""
+    try:
+        data = json.loads(path.read_text("utf8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "not readable JSON"
+    if not isinstance(data, dict) or data.get("experiment") != name:
+        return f"its 'experiment' is not {name!r}"
+    points = data.get("points")
+    if not isinstance(points, list) or not points:
+        return "'points' is not a non-empty list"
+    for i, p in enumerate(points):
+        if not isinstance(p, dict) or any(k not in p for k in POINT_FIELDS):
+            return f"points[{i}] lacks one of {', '.join(POINT_FIELDS)}"
+        nums = [p["value"], p["low"], p["high"]] + (
+            [] if p["prediction"] is None else [p["prediction"]])
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v) for v in nums):
+            return f"points[{i}] has a value that is not a finite number"
+        if not isinstance(p["params"], dict) or not isinstance(p["series"], str):
+            return f"points[{i}] has a malformed series or params"
+    return ""
 
 
 def _first_line(e: BaseException) -> str:
@@ -136,10 +175,13 @@ def connect_dask(address: str, timeout: float | None = None):
         raise ExperimentError(f"--dask {address!r} is not a Dask scheduler address "
                               f"({_first_line(e)}); give one like tcp://10.0.0.5:8786") from None
     except Exception as e:  # noqa: BLE001 - any failure to connect is the user's address
-        raise ExperimentError(f"--dask {address!r}: no Dask scheduler reached there within "
-                              f"{timeout:g} s ({type(e).__name__}: {_first_line(e)}); give "
-                              "the address of a running scheduler, e.g. "
-                              "tcp://10.0.0.5:8786") from None
+        # an OS error says why (refused, no route); other failures of a half-made
+        # connection say nothing useful (a stray read can even fail as MemoryError)
+        why = (f" ({type(e).__name__}: {_first_line(e)})"
+               if isinstance(e, OSError) and not isinstance(e, TimeoutError) else "")
+        raise ExperimentError(f"--dask {address!r}: no Dask scheduler answered there within "
+                              f"{timeout:g} s{why}; give the address of a running "
+                              "scheduler, e.g. tcp://10.0.0.5:8786") from None
     finally:
         for lg, level in zip(quiet, levels):
             lg.setLevel(level)
@@ -151,9 +193,9 @@ def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool =
 
     ``client``: a ``distributed.Client`` to run the points on instead of local cores.
     """
-    stream = stream or sys.stdout
-    out.mkdir(parents=True, exist_ok=True)
+    stream = stream or sys.stdout  # `out` is made by the first write: none if interrupted
     results = []
+    summary = out / "summary.md"
     for cls in classes:
         exp = cls(quick=quick)
         start = time.monotonic()
@@ -168,8 +210,8 @@ def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool =
                                         client=client)
         else:
             result = run_experiment(exp, workers, client=client)
-        write_json(result, out / f"{exp.name}.json")
-        write_plot(exp, result, out / f"{exp.name}.png")
+        write_result(exp, result, out)
+        summary = write_summary([c(quick=quick) for c in registry().values()], out)
         ok, total, _ = agreement(exp, result)
         verdict = ("no prediction" if total == 0 else
                    "agrees" if ok == total else f"disagrees ({total - ok} of {total} points)")
@@ -178,7 +220,6 @@ def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool =
               f"{len(result['points'])} points in "
               f"{time.monotonic() - start:.1f} s -> {out / (exp.name + '.json')}", file=stream)
         results.append(result)
-    summary = write_summary([cls(quick=quick) for cls in registry().values()], out)
     print(f"summary: {summary}", file=stream)
     return results
 
@@ -187,8 +228,9 @@ def cmd_experiment(args) -> int:
     """Run ``shardlab experiment ...``; returns the exit code."""
     action = getattr(args, "action", None)
     if action == "list":
+        width = max(len(name) for name in registry())
         for name, cls in registry().items():
-            print(f"{name:<12} {cls.claim}")
+            print(f"{name:<{width}}  {cls.claim}")
         return 0
     if action != "run":
         raise ExperimentError("give an action: list or run")
@@ -200,7 +242,7 @@ def cmd_experiment(args) -> int:
         raise ExperimentError("--dask '': give the scheduler's address, e.g. "
                               "tcp://10.0.0.5:8786")
     classes = _selected(args)
-    out = _check_out(args.out)
+    out = _check_out(args.out, [cls.name for cls in classes])
     workers = 1 if args.serial else MAX_WORKERS
     client = connect_dask(dask) if dask is not None else None
     try:

@@ -82,18 +82,23 @@ def add_check_parser(subparsers) -> argparse.ArgumentParser:
                    help="Redis shards, %d to %d (default: 2; `shardlab run` takes up to "
                         "64: the model packs a shard number into 5 bits)" % LIMITS["shards"])
     c.add_argument("--requests-per-server", metavar="R",
-                   help="client requests per interface server (default: 2)")
+                   help="client requests per interface server, %d to %d (default: 2)"
+                   % LIMITS["requests_per_server"])
     c.add_argument("--capacity", metavar="C",
-                   help="messages a key holds with the capacity fault on (default: 1)")
+                   help="messages a key holds with the capacity fault on, %d to %d "
+                        "(default: 1)" % LIMITS["capacity"])
     c.add_argument("--seed", metavar="N", help="seed of the names (default: 1)")
     c.add_argument("--draws", metavar="D",
                    help="name draws to check, each a different set of channel names and "
-                        "hash seeds (default: 4; 1 checks the seed's first draw only)")
+                        "hash seeds, 1 to 100 (default: 4; 1 checks the seed's first draw "
+                        "only)")
     c.add_argument("--property", action="append", metavar="NAME",
                    help="check only this property (repeatable; default: all)")
     c.add_argument("--max-states", metavar="S",
-                   help="stop cleanly after this many states per draw (default: 2000000)")
-    c.add_argument("--max-depth", metavar="D", help="explore runs up to D steps long")
+                   help="stop cleanly after this many states per draw, 1 to 10^9 "
+                        "(default: 2000000)")
+    c.add_argument("--max-depth", metavar="D",
+                   help="explore runs up to D steps long, 0 to 10^6 (default: no limit)")
     c.add_argument("--no-symmetry", action="store_true",
                    help="do not fold states that differ only by renaming workers or "
                         "requests (slower; shows the reduction)")
@@ -121,7 +126,11 @@ def _number(flag: str, text: Any, source: str = "") -> int:
 def _faults(text: str | None) -> tuple[str, ...]:
     if text is None:
         return DEFAULT_FAULTS
-    names = [f.strip() for f in text.split(",") if f.strip()]
+    names = [f.strip() for f in text.split(",")]
+    if names != [""] and "" in names:
+        raise CheckError(f"--faults {text!r}: an empty name between commas; give fault "
+                         f"names separated by single commas; allowed: {', '.join(FAULTS)}")
+    names = [f for f in names if f]
     if names == ["none"]:
         return ()
     if names == ["all"]:

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
-__all__ = ["UsageError", "STDOUT", "check_output_path", "write_json_atomic", "int_arg",
-           "router_arg"]
+__all__ = ["UsageError", "STDOUT", "check_output_path", "cannot_write_in",
+           "write_json_atomic", "int_arg", "router_arg"]
 
 #: The output path that means standard output.
 STDOUT = "-"
@@ -50,14 +50,22 @@ def check_output_path(path: str, flag: str = "--json", inputs: Sequence[str] = (
     directory = os.path.dirname(real)
     if not os.path.isdir(directory):
         raise UsageError(f"{flag} {path!r}: directory {directory!r} does not exist")
-    try:  # the rename needs a file of our own in that directory
+    problem = cannot_write_in(directory)
+    if problem:  # the rename needs a file of our own in that directory
+        raise UsageError(f"{flag} {path!r}: cannot write in {directory!r}: {problem}")
+    return real
+
+
+def cannot_write_in(directory: str | os.PathLike) -> str:
+    """Why a new file cannot be made in ``directory`` ("" if one can), found by making
+    and removing a scratch file: permission bits alone miss read-only mounts."""
+    try:
         fd, probe = tempfile.mkstemp(prefix=".shardlab-", dir=directory)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"{flag} {path!r}: cannot write in {directory!r}: "
-                         f"{e.strerror}") from None
-    return real
+        return e.strerror or str(e)
+    return ""
 
 
 def write_json_atomic(path: str, data: Any, inputs: Sequence[str] = ()) -> None:

@@ -99,6 +99,79 @@ def test_cli_error_exit_code(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def _bad_out(tmp_path, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "png is a directory":
+        (out / "clusters.png").mkdir()
+    elif kind == "summary is a directory":
+        (out / "summary.md").mkdir()
+    elif kind == "empty result":
+        (out / "rendezvous.json").write_text('{"experiment": "rendezvous", "points": []}')
+    elif kind == "point without value":
+        (out / "rendezvous.json").write_text(json.dumps({"experiment": "rendezvous",
+            "points": [{"series": "fixed", "params": {}, "low": 0, "high": 0,
+                        "prediction": None}]}))
+    return out
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("png is a directory", "clusters.png' exists and is not a regular file"),
+    ("summary is a directory", "summary.md' exists and is not a regular file"),
+    ("empty result", "'points' is not a non-empty list"),
+    ("point without value", "points[0] lacks one of"),
+])
+def test_an_out_that_cannot_take_the_results_is_refused_before_any_work(
+        tmp_path, capsys, kind, words):
+    """Invariant: outputs are written whole or not at all: an --out where a result
+    file cannot be written, or holding a result that is not complete, is refused up
+    front (one line, exit 2) and nothing is written."""
+    out = _bad_out(tmp_path, kind)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["experiment", "run", "clusters", "--quick", "--serial",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_an_interrupt_stops_the_workers_without_a_traceback(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the run stops with one
+    line and exit 130, no worker prints a traceback and none is left running, and
+    every file in --out is whole (the summary lists what finished)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "shardlab", "experiment", "run", "--all",
+                             "--quick", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, text=True)
+    deadline = time.monotonic() + 60  # until the pool is busy with the first sweep
+    while time.monotonic() < deadline and len(_children(proc.pid)) < 2:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "no worker pool started"
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "shardlab: interrupted"
+    time.sleep(0.2)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")
+                and "zombie" not in open(f"/proc/{w}/status").read()]
+    for path in out.glob("*.json") if out.exists() else []:
+        assert json.loads(path.read_text())["points"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def test_cli_list(capsys):
     """`experiment list` names every experiment."""
     assert cmd_experiment(_args(["experiment", "list"])) == 0
@@ -174,7 +247,7 @@ def test_dask_unreachable_is_one_line(monkeypatch, tmp_path, capsys):
     assert main(["experiment", "run", "clusters", "--quick", "--out", str(out),
                  "--dask", f"tcp://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no Dask scheduler reached there within 1 s" in err
+    assert err.count("\n") == 1 and "no Dask scheduler answered there within 1 s" in err
     assert not out.exists()
 
 

@@ -45,6 +45,8 @@ def run(argv, capsys):
     (["--router", "nope"], ["--router 'nope' is unknown", "fixed"]),
     (["--faults", "expiry,meteor"], ["--faults 'meteor' is unknown", "shard_crash"]),
     (["--faults", ","], ["--faults ','", "allowed"]),
+    (["--faults", "shard_crash,,expiry"], ["--faults 'shard_crash,,expiry'",
+                                           "an empty name between commas"]),
     (["--faults", "none,expiry"], ["--faults 'none,expiry'", "'none' stands alone",
                                    "shard_crash"]),
     (["--shards", "0"], ["--shards '0'", "from 1 to 31"]),

@@ -31,6 +31,8 @@ def cli(argv, capsys):
     (["route", "http.response.ab!c", "--hosts", "0"], ["--hosts", "'0'", "from 1 to 64"]),
     (["route", "bad name!", "--router", "fixed"], ["bad name!", "fixed"]),
     (["route", "x", "--hash-seeds", "1"], ["--hash-seeds", "SENDER,LISTENER"]),
+    (["run", "--nope"], ["unrecognized arguments: --nope", "'shardlab run --help'"]),
+    (["experiment", "list", "--bogus"], ["--bogus", "'shardlab experiment list --help'"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
     """Invariant: bad input is one line on stderr naming the flag or file, the value and
