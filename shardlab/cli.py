@@ -26,7 +26,7 @@ from model.cli import add_check_parser
 from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
 from shardlab.replay import add_compare_parser, add_replay_parser
-from sim.scenario import ScenarioError, load_scenario
+from sim.scenario import MAX_REQUESTS, ScenarioError, load_scenario
 
 __all__ = ["main"]
 
@@ -462,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every profile for the built-in scenario)")
     r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
                    help="number of Redis shards (overrides the scenario)")
-    r.add_argument("--requests", type=int_arg(1), metavar="N",
-                   help="stop the load after N client requests (overrides the duration)")
+    r.add_argument("--requests", type=int_arg(1, MAX_REQUESTS), metavar="N",
+                   help="stop the load after N client requests, 1 to 10000000 (overrides "
+                        "the duration)")
     r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",

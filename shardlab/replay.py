@@ -14,7 +14,19 @@ prefix ``http.response.LETTERS!`` (``client_prefix`` LETTERS, a new draw after e
 restart) and names its replies ``prefix + layer.names.local_token(n)``; arrivals are
 the simulator's (the ``SEED/load`` stream, same interface server picks, the next one
 up while one is down), and service times the workers' (``SEED/workerJ/service``),
-every duration multiplied by ``--time-scale`` (wall seconds per scenario second).
+every duration multiplied by ``--time-scale`` (wall seconds per scenario second),
+the layers' blocking-pop timeout included. At most `MAX_PROCESSES` interface servers
+plus workers (one OS process each).
+
+Keeping up: a run that falls behind its plan (process startup, a slow restart, a time
+scale the machine cannot follow) still offers every planned request, later: the drain
+lasts the scenario's ``drain`` (at least `shardlab.replay_proc.MIN_DRAIN_S` wall
+seconds) after the last request actually sent, and the run may go on up to
+`shardlab.replay_proc.MAX_BEHIND_S` past its planned end to send them. How far behind
+it fell is under ``wall`` (``late_sends``, ``max_send_lateness_s``, ``not_sent``,
+``overrun_s``) and in ``warnings``, which the table prints as WARNING lines; fates
+are what happened on the scaled clock (a reply later than ``client_timeout`` scaled is
+``orphaned``), never a guess.
 
 Faults are applied for real: a shard's redis-server is killed (SIGKILL) and restarted
 empty on its port (only with servers the replay started, ``--redis-servers``); an
@@ -24,9 +36,16 @@ processes saw and from inspecting the servers afterwards (a reply written to a s
 its owner does not listen on is misrouted; one found nowhere and older than
 ``expiry`` expired); every message sent gets exactly one fate, or the replay stops
 with an error. Latencies (``latency_s``) are in scenario seconds (wall latency divided
-by the time scale); wall-clock figures are under ``wall`` only. Each run also records
-``placement`` (response channel -> shard written) and ``shard_load`` (writes per shard
-and kind), which ``compare`` checks exactly. Not replayed (refused with one line):
+by the time scale); wall-clock figures are under ``wall`` only. ``faults_applied``
+gives each action's real time (``at``, scenario seconds) beside ``planned_at``, and
+for a restart ``ready_at`` and whether it stayed down longer than the fault's
+duration. Each run also records ``placement`` (response channel -> shard written: a
+send that reached its shard, written or refused full, and not one to a shard that was
+down or cut off, the set ``shardlab run --placement`` records), ``shard_load`` (writes
+per shard and kind), which ``compare`` checks exactly, and ``queued_at_end`` (shard ->
+key -> messages left, the simulator's shape). ``--redis`` URLs are checked before any
+work: well formed, reachable, and one server and database per shard (by address and
+by the server's ``run_id``). Not replayed (refused with one line):
 scripted scenarios, reply by group, per-process overrides, clusters, and a shard crash
 on servers given with ``--redis``.
 
@@ -35,7 +54,12 @@ Compare
 Per router in both results: each fate's share per kind, the difference and whether it
 lies inside the 95 % sampling interval; latency side by side; and placement, exactly:
 per channel name when both results hold ``placement`` (a replay, or ``shardlab run
---placement``), else the writes per shard and kind.
+--placement``), else the writes per shard and kind. Each file is validated once on read
+(counts non-negative integers adding up to what was sent, latencies numbers, each
+router once, placement shards named ``shardN``); what differs between the two runs
+besides their mode (scenario, shards, seed, requests sent, settings) is printed as a
+note and listed under ``not_comparable``: a finding about the inputs, so the exit
+code stays 0.
 """
 
 from __future__ import annotations
@@ -51,8 +75,10 @@ from typing import Any
 from layer.routing import PROFILE_NAMES, ROUTERS, make_router
 from sim.ledger import FATES
 from sim.load import schedule
+from sim.scenario import MAX_REQUESTS
 from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
+from shardlab.replay_proc import MAX_PROCESSES
 
 __all__ = ["add_replay_parser", "cmd_replay", "replay_scenario", "add_compare_parser",
            "cmd_compare", "compare_results", "STACKS"]
@@ -80,11 +106,92 @@ def _scale(text: str) -> float:
     return v
 
 
+_URL_FORMS = "redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix://PATH[?db=DB]"
+
+
+def server_identity(url: str) -> tuple:
+    """Where ``url`` leads, as a comparable value: ``("tcp", host, port, db)`` or
+    ``("unix", path, db)``. Raises ValueError with the reason for a URL that is not
+    one of `_URL_FORMS` (a port outside 1-65535, a database that is not a
+    non-negative integer, no host or path)."""
+    import os
+    from urllib.parse import parse_qs, urlsplit
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("not a redis://, rediss:// or unix:// URL")
+    u = urlsplit(url)
+    query = parse_qs(u.query)
+    if u.scheme == "unix":
+        if not u.path:
+            raise ValueError("no socket path")
+        db_text = query.get("db", ["0"])[-1]
+        where: tuple = ("unix", os.path.normpath(u.path))
+    else:
+        if not u.hostname:
+            raise ValueError("no host")
+        try:
+            port = u.port
+        except ValueError:
+            port_text = u.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+            raise ValueError(f"port {port_text!r} is not an integer from 1 to "
+                             "65535") from None
+        if port is None:
+            port = 6379
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not an integer from 1 to 65535")
+        host = u.hostname.lower()
+        host = "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
+        db_text = u.path[1:] if u.path not in ("", "/") else query.get("db", ["0"])[-1]
+        where = ("tcp", host, port)
+    if not (db_text.isascii() and db_text.isdigit()):
+        raise ValueError(f"database {db_text!r} is not a non-negative integer")
+    return (*where, int(db_text))
+
+
 def _url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: must be a redis:// (or rediss://, unix://) URL")
+    try:
+        server_identity(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}; allowed: {_URL_FORMS} (PORT 1 "
+                                         "to 65535, DB a non-negative integer)") from None
     return text
+
+
+def check_urls(urls: list[str]) -> None:
+    """One-line UsageError, before any work, when two ``--redis`` URLs name the same
+    server and database (one server for two shards makes misroutes look delivered),
+    or when a server cannot be used: unreachable, refusing the database (a DB index
+    out of range), or the same server under two addresses (same ``run_id``)."""
+    import redis
+
+    seen: dict[tuple, str] = {}
+    for url in urls:
+        key = server_identity(url)
+        if key in seen:
+            raise UsageError(f"--redis {url}: the same server and database as --redis "
+                             f"{seen[key]}; allowed: one server (or database) per shard")
+        seen[key] = url
+    ids: dict[tuple[str, int], str] = {}
+    for url in urls:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            client.ping()
+            run_id = client.info("server").get("run_id")
+        except redis.exceptions.ResponseError as e:
+            raise UsageError(f"--redis {url}: the server refused it: {e}") from None
+        except redis.exceptions.AuthenticationError as e:
+            raise UsageError(f"--redis {url}: authentication failed: {e}") from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                OSError) as e:
+            raise UsageError(f"--redis {url}: cannot reach a Redis server: {e}") from None
+        finally:
+            client.close()
+        key = (run_id, server_identity(url)[-1])
+        if run_id and key in ids:
+            raise UsageError(f"--redis {url}: the same server (run_id {run_id}) and "
+                             f"database as --redis {ids[key]}; allowed: one server (or "
+                             "database) per shard")
+        ids[key] = url
 
 
 # -- the replay itself ---------------------------------------------------------------------
@@ -122,6 +229,11 @@ def refuse_unsupported(sc, servers_started: bool = True) -> None:
         raise UsageError("per-process overrides ([[processes]]) are not replayed yet")
     if sc.topology.clusters != 1:
         raise UsageError("clusters are not replayed yet; allowed: topology.clusters = 1")
+    n = sc.interface_servers + sc.workers
+    if n > MAX_PROCESSES:
+        raise UsageError(f"interface_servers + workers = {sc.interface_servers} + "
+                         f"{sc.workers} = {n}: a replay starts one OS process each; "
+                         f"allowed: at most {MAX_PROCESSES}")
 
 
 def replay_scenario(sc, urls: list[str], stack: str = "shardlab", time_scale: float = 1.0,
@@ -166,9 +278,11 @@ async def _delete_prefix(urls: list[str], prefix: str) -> None:
 # -- shardlab replay -----------------------------------------------------------------------
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import sys
+
     from rich.console import Console
 
-    from shardlab.cli import _ROW_LEGEND, _notes, _run_table, _stdout_console, _title
+    from shardlab.cli import _load_notes, _notes, _run_table, _stdout_console, _title
     from sim.scenario import load_scenario, read_scenario_data
 
     if args.json is not None:
@@ -238,15 +352,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 results.append(replay_scenario(sc, urls, args.stack, args.time_scale, prefix,
                                                servers=servers))
             elapsed = time.monotonic() - started
+            r = results[-1]
             if elapsed > 1 and not args.quiet:
-                console.print(f"{args.stack} {sc.router}: replayed {total} requests in "
-                              f"{elapsed:.1f} s", highlight=False)
+                line = (f"{args.stack} {sc.router}: replayed {r['sent']['request']} "
+                        f"requests in {elapsed:.1f} s")
+                if r["wall"]["not_sent"]:
+                    line += f" ({r['wall']['not_sent']} planned requests not sent)"
+                console.print(line, highlight=False)
 
     from shardlab.replay_proc import ReplayError
-    from shardlab.servers import RedisServerError, RedisServers, Terminated, stop_on_sigterm
+    from shardlab.servers import RedisServerError, RedisServers, Terminated, signals_recorded
+    received: list[str] = []
+    what = ("replay processes stopped (the --redis servers are not ours: left running)"
+            if args.redis else "replay processes and redis servers stopped")
     try:
-        with stop_on_sigterm():
+        with signals_recorded(received):
             if args.redis:
+                check_urls(list(args.redis))
                 # servers we did not start: a prefix of our own, deleted afterwards
                 run_all(list(args.redis), f"shardlabreplay{random.getrandbits(32):08x}")
             else:
@@ -255,22 +377,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         run_all(servers.urls, "asgi", servers)
                 except RedisServerError as e:
                     raise UsageError(str(e)) from None
-    except Terminated:
-        import sys
-        print("shardlab: terminated (SIGTERM): replay processes and redis servers stopped",
-              file=sys.stderr)
-        return 143
-    except ReplayError as e:
-        import sys
-        print(f"shardlab: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if "connect" in str(e).lower() or isinstance(e, ConnectionError):
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+        term = isinstance(e, Terminated) or received[:1] == ["SIGTERM"]
+        print(f"shardlab: {'terminated (SIGTERM)' if term else 'interrupted (SIGINT)'}: "
+              f"{what}", file=sys.stderr)
+        return 143 if term else 130
+    except Exception as e:
+        if received:  # the failure followed a signal: report the signal, not its effect
+            term = received[0] == "SIGTERM"
+            print(f"shardlab: {'terminated (SIGTERM)' if term else 'interrupted (SIGINT)'}"
+                  f": {what}", file=sys.stderr)
+            return 143 if term else 130
+        if isinstance(e, ReplayError):
+            print(f"shardlab: error: {e}", file=sys.stderr)
+            return 1
+        if isinstance(e, UsageError):
+            raise
+        if isinstance(e, ConnectionError) or type(e).__name__ in (
+                "ConnectionError", "TimeoutError", "AuthenticationError"):
             raise UsageError(f"cannot reach a Redis server: {e}") from None
-        raise
-    except Exception as e:  # redis-py's ConnectionError is not an OSError
-        if type(e).__name__ in ("ConnectionError", "TimeoutError", "AuthenticationError"):
-            raise UsageError(f"cannot reach a Redis server: {e}") from None
+        if type(e).__name__ == "ResponseError":  # redis-py: the server refused a command
+            raise UsageError(f"a Redis server refused a command: {e}") from None
         raise
 
     if args.json is not None:
@@ -285,14 +412,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                     f"{args.time_scale:g}): " + _title(sc))
         out = _stdout_console(table)
         out.print(table)
-        for line in _notes(results)[len(_ROW_LEGEND):]:
-            out.print(line, highlight=False, soft_wrap=True)
+        notes = _notes(results)
+        for r in results:
+            notes += _load_notes(r, False)
         for r in results:
             if r.get("faults_applied"):
-                done = "; ".join(f"t={a['at']:g} s {a['action']}" for a in r["faults_applied"])
-                out.print(f"{r['router']}: faults applied: {done}", highlight=False,
-                          soft_wrap=True)
+                notes.append(f"{r['router']}: faults applied: " + "; ".join(
+                    _applied_text(a) for a in r["faults_applied"]))
+            for w in r.get("warnings", []):
+                notes.append(f"{r['router']}: WARNING: {w}")
+        for line in notes:
+            out.print(line, highlight=False, soft_wrap=True)
     return 0
+
+
+def _applied_text(a: dict[str, Any]) -> str:
+    """One applied fault action: when it happened (scenario seconds), and when it was
+    planned if that differs; for a restart when the process was ready again."""
+    text = f"t={a['at']:g} s {a['action']}"
+    if a.get("late"):
+        text += f" (planned t={a['planned_at']:g} s)"
+    if "ready_at" in a:
+        if a["ready_at"] is None:
+            text += ", not ready before the end"
+        else:
+            text += f", ready at t={a['ready_at']:g} s"
+        if a.get("outlasted_duration"):
+            text += " (LONGER than the fault's duration)"
+    return text
 
 
 def add_replay_parser(sub) -> argparse.ArgumentParser:
@@ -309,7 +456,11 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                     "reply by group and per-process overrides are refused. Names, arrivals "
                     "and service times come from the simulator's seeded streams. Fates "
                     "come from what the processes saw and from inspecting the servers "
-                    "afterwards. SIGTERM and Ctrl-C stop every process and server.",
+                    "afterwards. At most %d processes (interface_servers + workers). A "
+                    "run that cannot keep up with its time scale still offers every "
+                    "planned request, later, and says so in a WARNING line and under "
+                    "'wall'. SIGTERM and Ctrl-C stop every process and server (exit "
+                    "codes 143 and 130)." % MAX_PROCESSES,
         epilog="router profiles: " + ", ".join(PROFILE_NAMES))
     r.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help="a TOML scenario file (default: the built-in scenario)")
@@ -320,19 +471,23 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                    help="shardlab: layer.redis placed by --router; channels_redis: the "
                         "installed channels_redis package (default: shardlab)")
     r.add_argument("--redis", action="append", type=_url, metavar="URL",
-                   help="a Redis server to use, one per shard, in shard order (repeatable); "
-                        "keys go under a fresh prefix, deleted afterwards")
+                   help="a Redis server to use, one per shard, in shard order (repeatable; "
+                        "each a different server or database): " + _URL_FORMS + "; keys "
+                        "go under a fresh prefix, deleted afterwards")
     r.add_argument("--redis-servers", type=int_arg(1, 64), metavar="N",
                    help="start N redis-server processes on free ports of 127.0.0.1 (no "
                         "persistence) and stop them at the end; N is also the shard count "
                         "unless --shards says otherwise (default, without --redis: one per "
                         "shard)")
     r.add_argument("--time-scale", type=_scale, default=1.0, metavar="X",
-                   help="wall seconds per scenario second (default 1; 0.1 runs 10x faster)")
+                   help="wall seconds per scenario second, from 0.001 to 1000 (default 1; "
+                        "0.1 runs 10x faster; a small scale the machine cannot follow "
+                        "is warned about)")
     r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
                    help="number of shards (overrides the scenario)")
-    r.add_argument("--requests", type=int_arg(1), metavar="N",
-                   help="stop the load after N client requests (overrides the duration)")
+    r.add_argument("--requests", type=int_arg(1, MAX_REQUESTS), metavar="N",
+                   help="stop the load after N client requests, 1 to 10000000 (overrides "
+                        "the duration)")
     r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
                    help="seed of every random stream (overrides the scenario)")
     r.add_argument("--json", metavar="PATH",
@@ -367,7 +522,117 @@ def _read_result(path: str) -> dict[str, Any]:
         raise UsageError(f"{path!r}: not a run result (needs 'runs', each with router, "
                          "sent, fates_by_kind, latency_s); give the file of 'shardlab run "
                          "--json' or 'shardlab replay --json'")
+    _validate_result(path, data)
     return data
+
+
+def _validate_result(path: str, data: dict[str, Any]) -> None:
+    """One-line UsageError for the first value of a result file that a run cannot
+    have produced, naming the file, the key path and the value: counts that are not
+    non-negative integers, fates that do not add up to what was sent, a latency that
+    is not a non-negative number, a router given twice, a placement shard that is not
+    a shard name."""
+    def bad(where: str, value: Any, allowed: str) -> UsageError:
+        text = json.dumps(value)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        return UsageError(f"{path!r}: {where} = {text} is not allowed; allowed: {allowed}")
+
+    def count(where: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(where, value, "a non-negative integer")
+        return value
+
+    def mapping(where: str, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise bad(where, value, "an object")
+        return value
+
+    import json
+    import re
+    seen: set[str] = set()
+    for i, r in enumerate(data["runs"]):
+        at = f"runs[{i}]"
+        router = r["router"]
+        if not isinstance(router, str) or not router:
+            raise bad(f"{at}.router", router, "a router profile name")
+        if router in seen:
+            raise bad(f"{at}.router", router, "each router once per file")
+        seen.add(router)
+        sent = mapping(f"{at}.sent", r["sent"])
+        fates_by_kind = mapping(f"{at}.fates_by_kind", r["fates_by_kind"])
+        for kind, n in sent.items():
+            count(f"{at}.sent.{kind}", n)
+        for kind, fates in fates_by_kind.items():
+            fates = mapping(f"{at}.fates_by_kind.{kind}", fates)
+            for fate, n in fates.items():
+                if fate not in FATES:
+                    raise bad(f"{at}.fates_by_kind.{kind}.{fate}", n,
+                              f"fates {', '.join(FATES)}")
+                count(f"{at}.fates_by_kind.{kind}.{fate}", n)
+            total = sum(fates.values())
+            if total != sent.get(kind, 0):
+                raise bad(f"{at}.fates_by_kind.{kind}", fates,
+                          f"fates adding up to {at}.sent.{kind} = {sent.get(kind, 0)} "
+                          f"(these add up to {total})")
+        for kind in sent:
+            if sent[kind] and kind not in fates_by_kind:
+                raise bad(f"{at}.sent.{kind}", sent[kind],
+                          f"a count with its fates under {at}.fates_by_kind.{kind}")
+        latency = mapping(f"{at}.latency_s", r["latency_s"])
+        for q in ("p50", "p99"):
+            v = latency.get(q)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v < 0):
+                raise bad(f"{at}.latency_s.{q}", v, "a non-negative number or null")
+        placement = r.get("placement")
+        if placement is not None:
+            resp = mapping(f"{at}.placement", placement).get("response")
+            if resp is not None:
+                for channel, shard in mapping(f"{at}.placement.response", resp).items():
+                    if not isinstance(shard, str) or not re.fullmatch(r"shard\d+", shard):
+                        raise bad(f"{at}.placement.response[{channel!r}]", shard,
+                                  "a shard name such as \"shard0\"")
+        load = r.get("shard_load")
+        if load is not None:
+            by_kind = mapping(f"{at}.shard_load", load).get("by_kind")
+            if by_kind is not None:
+                for kind, shards in mapping(f"{at}.shard_load.by_kind", by_kind).items():
+                    for shard, n in mapping(f"{at}.shard_load.by_kind.{kind}",
+                                            shards).items():
+                        count(f"{at}.shard_load.by_kind.{kind}.{shard}", n)
+        for key in ("shards", "seed"):
+            if key in r:
+                count(f"{at}.{key}", r[key])
+        if "scenario" in r and not isinstance(r["scenario"], str):
+            raise bad(f"{at}.scenario", r["scenario"], "a scenario name")
+
+
+def _common_runs(a: dict[str, Any], b: dict[str, Any]):
+    """(run of A, run of B) for every router in both, in A's order."""
+    runs_b = {r["router"]: r for r in b["runs"]}
+    return [(ra, runs_b[ra["router"]]) for ra in a["runs"] if ra["router"] in runs_b]
+
+
+def comparability(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """What differs between the two runs of each router besides the mode: scenario
+    name, shards, seed, requests sent, and the scenario settings (``config``). Each
+    difference: ``{"router", "what", "a", "b"}``; empty when the runs are comparable."""
+    out = []
+    for ra, rb in _common_runs(a, b):
+        pairs = [("scenario", ra.get("scenario"), rb.get("scenario")),
+                 ("shards", ra.get("shards"), rb.get("shards")),
+                 ("seed", ra.get("seed"), rb.get("seed")),
+                 ("requests sent", ra["sent"].get("request"), rb["sent"].get("request"))]
+        ca, cb = ra.get("config"), rb.get("config")
+        if isinstance(ca, dict) and isinstance(cb, dict):
+            skip = {"router", "name", "shards", "seed"}
+            keys = sorted(k for k in ca.keys() | cb.keys()
+                          if k not in skip and ca.get(k) != cb.get(k))
+            pairs += [(f"config.{k}", ca.get(k), cb.get(k)) for k in keys]
+        out += [{"router": ra["router"], "what": what, "a": x, "b": y}
+                for what, x, y in pairs if x is not None and y is not None and x != y]
+    return out
 
 
 def _label(data: dict[str, Any]) -> str:
@@ -379,12 +644,8 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]
     """Per router in both results, per kind (request, response) and fate seen in
     either: the two shares, their difference, and whether the difference lies inside
     1.96 * sqrt(p1 q1 / n1 + p2 q2 / n2); and the latency quantiles side by side."""
-    runs_b = {r["router"]: r for r in b["runs"]}
     out = []
-    for ra in a["runs"]:
-        rb = runs_b.get(ra["router"])
-        if rb is None:
-            continue
+    for ra, rb in _common_runs(a, b):
         fates = []
         for kind in ("request", "response"):
             n1, n2 = ra["sent"].get(kind, 0), rb["sent"].get(kind, 0)
@@ -442,6 +703,8 @@ def compare_placement(ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
     from rich.table import Table
 
     from shardlab.cli import _fmt_latency, _stdout_console
@@ -455,9 +718,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          f"({', '.join(r['router'] for r in a['runs'])} vs "
                          f"{', '.join(r['router'] for r in b['runs'])})")
     la, lb = _label(a), _label(b)
+    differ = comparability(a, b)
     if args.json is not None:
         write_json_atomic(args.json, {"a": {"path": args.a, "mode": la},
-                                      "b": {"path": args.b, "mode": lb}, "routers": rows},
+                                      "b": {"path": args.b, "mode": lb}, "routers": rows,
+                                      "not_comparable": differ},
                           inputs=[args.a, args.b])
         if args.json == STDOUT:
             return 0
@@ -487,6 +752,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in rows:
         out.print(_placement_line(r["router"], r["placement"]), highlight=False,
                   soft_wrap=True)
+    if differ:
+        def show(v):
+            text = json.dumps(v)
+            return text if len(text) <= 40 else text[:37] + "..."
+        by_router: dict[str, list[str]] = {}
+        for d in differ:
+            by_router.setdefault(d["router"], []).append(
+                f"{d['what']} A {show(d['a'])}, B {show(d['b'])}")
+        for router, items in by_router.items():
+            out.print(f"note: {router}: the runs differ in more than their mode, so a "
+                      f"difference above need not be the layer's: " + "; ".join(items),
+                      highlight=False, soft_wrap=True)
     return 0
 
 

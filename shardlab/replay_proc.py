@@ -19,9 +19,16 @@ stamps of different processes), and it receives control messages:
   its waiting receives there;
 - ``("stop",)``: cancel everything, close the layer, say ``bye`` and exit.
 
-A child ignores SIGINT (the parent decides when to stop), dies with its parent
+- it reports ``("config", hosts, stamp)`` once a new host list took effect: the
+  owner's host list at the moment a reply is written decides whether it is misrouted.
+
+A child ignores SIGINT and SIGTERM from its first instruction (the parent starts it
+with both ignored, `_child_start`: a Ctrl-C or ``kill -TERM -PGID`` reaches the
+whole process group, and the parent alone decides when to stop), dies with its parent
 (``PR_SET_PDEATHSIG`` on Linux, and it exits when the pipe closes), and is a daemon
-process, terminated in the parent's ``finally``.
+process, killed in the parent's ``finally``. It imports this module and its layer
+only. Its layer's blocking-pop timeout (the profile's ``receive_timeout``, 5 s) is
+scaled like every other duration.
 
 Interface server ``ifaceI`` generation G (G restarts so far) gets its part of the plan:
 the requests the simulator would give it, each ``(id, scenario time, reply channel)``.
@@ -64,8 +71,15 @@ Fates
 After the run the parent inspects every server (the reply keys of every interface
 server generation and the request key) and gives every message sent exactly one fate
 (the run stops with `ReplayError` if they do not add up), with the simulator's
-precedence (`sim.world`): misrouted first, then orphaned for a response whose
-interface server died.
+precedence (`sim.world`): a reply received in time is delivered; otherwise misrouted
+wins, then orphaned for a response whose interface server died. A reply judged
+misrouted that its owner received all the same, on an unchanged host list, means the
+servers are not one per shard: `ReplayError`, not a finding.
+
+``placement`` holds the same set as ``sim.runner``'s: each reply send that reached its
+shard (written, refused full, or failed there), not one to a shard that was down or
+cut off from the worker; a send whose outcome was never reported (the worker was
+killed, or the run ended, during it) counts when the shard was up and reachable then.
 
 Request: ``delivered`` once a worker finished serving it; ``dropped_by_dead_worker``
 when the worker that took it was killed first; ``rejected_full`` / ``lost_in_crash``
@@ -100,6 +114,8 @@ Where the real run cannot tell fates apart (the simulator can):
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import contextvars
 import math
 import multiprocessing
@@ -108,17 +124,20 @@ import os
 import random
 import signal
 import string
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
+# A child imports this module and what its layer needs, nothing more: the parent-only
+# imports (sim.ledger, sim.load, the CLI) are inside the parent's functions.
 from layer.names import local_token, non_local_name
 from layer.routing import make_router
-from sim.ledger import FATES, KINDS
-from sim.load import schedule
 
 __all__ = ["ReplayRun", "ReplayError", "Unreachable", "iface_prefixes", "RECEIVE_RETRY_S",
-           "QUIET_S", "START_MARGIN_S"]
+           "QUIET_S", "START_MARGIN_S", "LATE_S", "MAX_BEHIND_S", "MIN_DRAIN_S",
+           "MAX_PROCESSES"]
 
 #: Scenario seconds a receiver waits after an error before it tries again (the
 #: simulator's ``sim.world.RECEIVE_RETRY_S``).
@@ -129,8 +148,22 @@ QUIET_S = 0.5
 START_MARGIN_S = 0.2
 #: Wall seconds a child may take to start (import, connect) before the run fails.
 READY_TIMEOUT_S = 60.0
-#: Wall seconds children get to stop cleanly at the end before they are terminated.
+#: Wall seconds children get to stop cleanly at the end before they are killed.
 STOP_TIMEOUT_S = 5.0
+#: Scenario seconds a send or a fault may come after its planned time before it counts
+#: as late (``wall.late_sends``, ``faults_applied[].late``).
+LATE_S = 0.1
+#: Wall seconds past the planned end that a replay which fell behind may run on to
+#: offer every planned request; what is still unsent then is ``wall.not_sent``.
+MAX_BEHIND_S = 30.0
+#: Wall seconds the drain lasts at least, whatever the time scale: processes need real
+#: time to finish what they started (the run still ends early once all is settled).
+MIN_DRAIN_S = 1.0
+#: Interface servers plus workers a replay starts at most (one OS process each).
+MAX_PROCESSES = 256
+#: Signals a child ignores from its first instruction: the parent alone decides when
+#: the children stop (a Ctrl-C or ``kill -TERM -PGID`` reaches the whole group).
+_CHILD_IGNORES = (signal.SIGINT, signal.SIGTERM)
 
 _PLACED: contextvars.ContextVar[int | None] = contextvars.ContextVar("placed", default=None)
 
@@ -165,8 +198,11 @@ def _die_with_parent() -> None:
 
 
 def child_main(spec: dict[str, Any], conn) -> None:
-    """Entry point of one child process (run by multiprocessing)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Entry point of one child process (run by multiprocessing). The parent starts it
+    with SIGINT and SIGTERM ignored (`_child_start`); they stay ignored."""
+    for sig in _CHILD_IGNORES:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_IGNORES)  # (ignored all the same)
     _die_with_parent()
     if os.getppid() != spec["parent"]:
         os._exit(0)
@@ -231,6 +267,11 @@ class _Layers:
             layer = RedisChannelLayer(urls, router=router, prefix=spec["prefix"],
                                       expiry=spec["expiry"], capacity=spec["capacity"],
                                       client_prefix=spec["client_prefix"], shard_names=hosts)
+        # The profile's blocking-pop timeout is scenario time, as in the simulator (a
+        # worker that stays on one shard waits this long before it may choose again).
+        timeout = (self.core.RedisChannelLayer.brpop_timeout if self.stack == "channels_redis"
+                   else layer.router.receive_timeout)
+        layer.brpop_timeout = max(0.01, timeout * spec["time_scale"])
         if cut:
             orig_conn = layer.connection
 
@@ -297,12 +338,12 @@ async def _child(spec: dict[str, Any], conn) -> None:
     emit("ready")
     message = await control.get()
     while message[0] == "config":  # a fault changed this process's setup as it started
-        await node.reconfigure(tuple(message[1]), frozenset(message[2]))
+        await _apply(node, message, emit)
         message = await control.get()
     if message[0] != "start":
         return
     main = asyncio.create_task(node.run(message[1]))
-    stop = asyncio.create_task(_control(control, node))
+    stop = asyncio.create_task(_control(control, node, emit))
     done, _ = await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
     if main in done and main.exception() is not None:
         stop.cancel()
@@ -316,13 +357,20 @@ async def _child(spec: dict[str, Any], conn) -> None:
     emit("bye")
 
 
-async def _control(control: asyncio.Queue, node) -> None:
+async def _apply(node, message: tuple, emit) -> None:
+    """Rebuild ``node``'s layer on a new host list / cut set and tell the parent when
+    it took effect (the owner's host list decides where its replies belong)."""
+    await node.reconfigure(tuple(message[1]), frozenset(message[2]))
+    emit("config", list(message[1]), time.monotonic())
+
+
+async def _control(control: asyncio.Queue, node, emit) -> None:
     while True:
         message = await control.get()
         if message[0] == "stop":
             return
         if message[0] == "config":
-            await node.reconfigure(tuple(message[1]), frozenset(message[2]))
+            await _apply(node, message, emit)
 
 
 class _Node:
@@ -366,6 +414,7 @@ class _IfaceNode(_Node):
         super().__init__(spec, emit)
         self.waiting: dict[int, asyncio.Task] = {}   # request id -> its receive task
         self.channels: dict[int, str] = {}
+        self.sends: dict[int, set[asyncio.Task]] = {}  # id(layer) -> sends under way
 
     async def run(self, t0: float) -> None:
         for rid, t, channel in self.spec["plan"]:
@@ -391,9 +440,14 @@ class _IfaceNode(_Node):
 
     async def send_request(self, rid: int, channel: str) -> None:
         self.emit("sending", rid, time.monotonic())
-        hosts = self.hosts
-        outcome, index = await self.send(self.layer, self.spec["request_channel"],
-                                         {"id": rid, "reply": channel})
+        hosts, layer = self.hosts, self.layer
+        sends = self.sends.setdefault(id(layer), set())
+        sends.add(asyncio.current_task())
+        try:
+            outcome, index = await self.send(layer, self.spec["request_channel"],
+                                             {"id": rid, "reply": channel})
+        finally:
+            sends.discard(asyncio.current_task())
         self.emit("sent", rid, outcome, None if index is None else hosts[index],
                   time.monotonic())
 
@@ -403,9 +457,18 @@ class _IfaceNode(_Node):
         for task in self.waiting.values():
             task.cancel()
         await asyncio.gather(*self.waiting.values(), return_exceptions=True)
-        await self.layers.close(old)  # stops its pullers: nothing more is popped there
+        # listen on the new layer at once (until then this process listens nowhere)
         for rid in list(self.waiting):
             self.waiting[rid] = self.spawn(self.await_reply(rid, self.channels[rid]))
+        self.spawn(self.retire(old))
+
+    async def retire(self, old) -> None:
+        """Close a replaced layer once the sends under way on it are done (closing it
+        under a send would fail the send as if its shard were down)."""
+        pending = self.sends.pop(id(old), set())
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+        await self.layers.close(old)
 
 
 class _WorkerNode(_Node):
@@ -439,6 +502,10 @@ class _WorkerNode(_Node):
                 self.receiving = None
             rid, reply = message["id"], message["reply"]
             self.emit("take", rid, time.monotonic())
+            if asyncio.current_task().cancelling():
+                # told to stop while the pop completed (redis-py can absorb a cancel):
+                # the request is held at the end, as the simulator's holding worker
+                raise asyncio.CancelledError()
             await asyncio.sleep(self.service_time() * self.scale)
             self.emit("served", rid, time.monotonic())
             layer, hosts = self.layer, self.hosts
@@ -458,6 +525,35 @@ class _WorkerNode(_Node):
 # ======================================================================================
 # the parent side
 # ======================================================================================
+
+@contextlib.contextmanager
+def _child_start():
+    """Around starting a child: SIGINT and SIGTERM ignored, so the child starts with
+    both ignored (an ignored disposition survives exec, and CPython then installs no
+    KeyboardInterrupt handler: no signal can reach it before `child_main` runs). They
+    are blocked here too, so one sent to us meanwhile stays pending (Linux does not
+    discard a blocked signal, ignored or not) and is raised once the handlers are
+    back. And the parent's ``__main__`` is hidden from spawn, so that a child imports
+    this module and its layer only, not the program that started the replay (the
+    ``shardlab`` console script imports the whole CLI)."""
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()  # first: its own start unblocks SIGINT, SIGTERM
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_IGNORES)
+    if set(_CHILD_IGNORES) & signal.sigpending():  # one came just now: raise it first
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_IGNORES)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _CHILD_IGNORES}
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
 
 @dataclass
 class _Req:
@@ -495,6 +591,15 @@ class ReplayRun:
 
     ``servers`` (a `shardlab.servers.RedisServers`) is needed for shard crashes.
     `run` returns the result dict (the shape of ``shardlab run --json``'s runs).
+
+    Keeping up: every send, fault and restart is compared with its planned time. The
+    drain lasts the scenario's ``drain`` after the last request was actually offered
+    (not after its planned time), and the run goes on past the planned end, up to
+    `MAX_BEHIND_S` wall seconds, until every planned request was offered; so a run
+    that falls behind (startup, a slow restart, a time scale the machine cannot
+    follow) still offers and serves what it planned, later. ``wall`` records how far
+    behind it fell (``late_sends``, ``max_send_lateness_s``, ``not_sent``,
+    ``overrun_s``) and ``warnings`` says so in words.
     """
 
     def __init__(self, sc, urls: list[str], stack: str, time_scale: float, prefix: str,
@@ -506,9 +611,11 @@ class ReplayRun:
         self.children: dict[tuple[str, int], _Child] = {}
         self.by_conn: dict[Any, _Child] = {}
         self.hosts = {p: sc.shard_names for p in self._names()}
+        # process -> [(wall, hosts)], sorted: when each host list took effect in it
         self.host_history: dict[str, list[tuple[float, tuple[str, ...]]]] = {
             p: [(-math.inf, sc.shard_names)] for p in self._names()}
         self.cut: dict[str, set[str]] = {p: set() for p in self._names()}
+        self.cut_spans: dict[tuple[str, str], list[list[float]]] = {}
         self.gen = {p: 0 for p in self._names()}
         self.ended: dict[tuple[str, int], float] = {}    # (process, gen) -> wall killed
         self.shard_down: dict[str, list[list[float]]] = {s: [] for s in sc.shard_names}
@@ -516,17 +623,29 @@ class ReplayRun:
         self.takes = {f"worker{j}": 0 for j in range(sc.workers)}
         self.faults_on: dict[tuple, int] = {}
         self.applied: list[dict[str, Any]] = []
+        self.restarting: dict[tuple[str, int], tuple[dict[str, Any], float, float]] = {}
+        # (process, gen) -> fault notes whose configuration it has not applied yet
+        self.configuring: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.t0 = math.inf
         self.last_event = time.monotonic()
+        self.last_send = -math.inf
+        self.late_sends = 0
+        self.max_lateness = 0.0
         self._plan()
 
     def _names(self) -> list[str]:
         return ([f"iface{i}" for i in range(self.sc.interface_servers)]
                 + [f"worker{j}" for j in range(self.sc.workers)])
 
+    def _scen(self, wall: float) -> float:
+        """Wall time (monotonic) as scenario seconds since the common start."""
+        return round((wall - self.t0) / self.scale, 6)
+
     # -- planning -----------------------------------------------------------------------
     def _plan(self) -> None:
         """Requests per interface server generation, and the fault timeline."""
+        from sim.load import schedule
+
         sc = self.sc
         n = sc.interface_servers
         down: dict[str, list[tuple[float, float]]] = {f"iface{i}": [] for i in range(n)}
@@ -565,6 +684,7 @@ class ReplayRun:
             req = _Req(len(self.reqs), name, g, self.prefixes[name][g] + local_token(c), t)
             self.reqs.append(req)
             self.plan.setdefault((name, g), []).append((req.id, t, req.channel))
+        self.unsent = dict(counts)  # (iface, gen) -> planned requests not offered yet
         self.load_end = self.reqs[-1].t if self.reqs else 0.0
         if not sc.load.requests:
             self.load_end = max(self.load_end, sc.duration)
@@ -603,11 +723,15 @@ class ReplayRun:
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(target=child_main, args=(self._spec(name, gen), child),
                                 name=f"shardlab-{name}.{gen}", daemon=True)
-        proc.start()
-        child.close()
-        c = _Child(name, gen, proc, parent)
-        self.children[(name, gen)] = c
-        self.by_conn[parent] = c
+        try:
+            with _child_start():
+                proc.start()
+                # known before a signal held back meanwhile is raised: stopped with the rest
+                c = _Child(name, gen, proc, parent)
+                self.children[(name, gen)] = c
+                self.by_conn[parent] = c
+        finally:
+            child.close()
         return c
 
     def _live(self, name: str) -> _Child | None:
@@ -627,15 +751,13 @@ class ReplayRun:
         c.proc.join(5)
 
     def _stop_all(self) -> None:
-        """Terminate every child still running (the parent's ``finally``)."""
+        """Kill every child still running (the parent's ``finally``; children ignore
+        SIGTERM, and hold nothing that a clean exit would save)."""
         for c in self.children.values():
-            if c.proc.is_alive():
-                c.proc.terminate()
-        for c in self.children.values():
-            c.proc.join(2)
             if c.proc.is_alive():
                 c.proc.kill()
-                c.proc.join(2)
+        for c in self.children.values():
+            c.proc.join(5)
             try:
                 c.conn.close()
             except OSError:
@@ -661,20 +783,39 @@ class ReplayRun:
 
     def _event(self, c: _Child, ev: tuple) -> None:
         kind = ev[0]
-        self.last_event = time.monotonic()
+        now = self.last_event = time.monotonic()
         if kind == "ready":
             c.ready = True
             if self.t0 != math.inf:
                 self._tell(c, "start", self.t0)
+            restart = self.restarting.pop((c.name, c.gen), None)
+            if restart is not None:
+                self._restarted(*restart, now)
             return
         if kind == "bye":
             c.done = True
             return
         if kind == "error":
             raise ReplayError(f"a replay process failed: {ev[1]}")
+        if kind == "config":  # the process now uses this host list
+            bisect.insort(self.host_history[c.name], (ev[2], tuple(ev[1])),
+                          key=lambda e: e[0])
+            notes = self.configuring.get((c.name, c.gen), [])
+            if notes:
+                note = notes.pop(0)
+                note["_waiting"].discard((c.name, c.gen))
+                note["applied_by"] = max(note.get("applied_by") or -math.inf,
+                                         self._scen(ev[2]))
+            return
         r = self.reqs[ev[1]]
         if kind == "sending":
             r.sending = ev[2]
+            self.unsent[(r.iface, r.gen)] -= 1
+            self.last_send = max(self.last_send, ev[2])
+            late = ev[2] - (self.t0 + r.t * self.scale)
+            if late > LATE_S * self.scale:
+                self.late_sends += 1
+            self.max_lateness = max(self.max_lateness, late)
             self.offered += 1
             if self.progress is not None:
                 self.progress(self.offered)
@@ -693,10 +834,20 @@ class ReplayRun:
             r.reply_outcome = ev[2]
 
     # -- faults ---------------------------------------------------------------------------
-    def _fire(self, phase: str, f) -> None:
+    def _restarted(self, note: dict[str, Any], down_since: float, duration: float,
+                   ready: float) -> None:
+        """A restarted process or server is ready: say when, and whether it stayed
+        down longer than the fault's duration."""
+        note["ready_at"] = self._scen(ready)
+        down = (ready - down_since) / self.scale
+        note["down_s"] = round(down, 6)
+        note["outlasted_duration"] = down > duration + LATE_S
+
+    def _fire(self, phase: str, f, planned: float) -> None:
         now = time.monotonic()
         kind = f.kind
-        note = {"at": None, "kind": kind, "phase": phase}
+        note: dict[str, Any] = {"at": None, "planned_at": round(planned, 6), "kind": kind,
+                                "phase": phase}
         if kind == "shard_crash":
             idx = int(f.target[len("shard"):])
             key = ("down", f.target)
@@ -709,9 +860,13 @@ class ReplayRun:
             else:
                 self.faults_on[key] -= 1
                 if self.faults_on[key] == 0:
-                    self.servers.restart(idx)
-                    self.shard_down[f.target][-1][1] = time.monotonic()
+                    since = self.shard_down[f.target][-1][0]
+                    self.servers.restart(idx)  # returns once it answers PING
+                    ready = time.monotonic()
+                    self.shard_down[f.target][-1][1] = ready
                     note["action"] = f"restarted {f.target} empty on its port"
+                    self._restarted(note, since, f.at + f.duration - self._down_planned(
+                        f.target, f), ready)
         elif kind in ("worker_crash", "iface_crash"):
             name = f.target
             if phase == "begin":
@@ -725,20 +880,27 @@ class ReplayRun:
                     self.worker_kills.append(now)
                 note["action"] = f"SIGKILL {name} (generation {c.gen})"
             elif id(f) not in self._skip:
+                since = self.ended[(name, self.gen[name])]
                 self.gen[name] += 1
                 self._start_child(name, self.gen[name])
                 note["action"] = f"started {name} generation {self.gen[name]}"
+                note["ready_at"] = None  # set when the new process says it is ready
+                self.restarting[(name, self.gen[name])] = (note, since, f.duration)
         elif kind == "partition":
             key = ("cut", f.target, f.shard)
+            spans = self.cut_spans.setdefault((f.target, f.shard), [])
             if phase == "begin":
                 self.faults_on[key] = self.faults_on.get(key, 0) + 1
                 self.cut[f.target].add(f.shard)
+                if self.faults_on[key] == 1:
+                    spans.append([now, math.inf])
             else:
                 self.faults_on[key] -= 1
                 if self.faults_on[key]:
                     return
                 self.cut[f.target].discard(f.shard)
-            self._configure(f.target)
+                spans[-1][1] = now
+            self._configure(f.target, note)
             note["action"] = (f"{f.target} cut off from {f.shard}" if phase == "begin"
                               else f"{f.target} reaches {f.shard} again")
         elif kind == "host_change":
@@ -746,17 +908,31 @@ class ReplayRun:
                 if name not in self.hosts:
                     continue
                 self.hosts[name] = tuple(f.hosts)
-                self.host_history[name].append((now, tuple(f.hosts)))
-                self._configure(name)
+                if self._live(name) is not None:
+                    self._configure(name, note)  # in the history once it applied it
+                else:  # down: it starts on the new list
+                    bisect.insort(self.host_history[name], (now, tuple(f.hosts)),
+                                  key=lambda e: e[0])
             note["action"] = f"hosts {list(f.hosts)} for {len(f.processes)} process(es)"
         if "action" in note:
-            note["at"] = round(f.at if phase == "begin" else f.at + f.duration, 6)
+            note["at"] = self._scen(now)
+            note["late"] = note["at"] - planned > LATE_S
             self.applied.append(note)
 
-    def _configure(self, name: str) -> None:
+    def _down_planned(self, shard: str, f) -> float:
+        """Scenario time the shard's (possibly nested) crash began, as planned."""
+        begins = [g.at for g in self.sc.faults if g.kind == "shard_crash"
+                  and g.target == shard and g.at <= f.at + f.duration
+                  and g.at + g.duration >= f.at]
+        return min(begins, default=f.at)
+
+    def _configure(self, name: str, note: dict[str, Any] | None = None) -> None:
         c = self._live(name)
         if c is not None:
             self._tell(c, "config", list(self.hosts[name]), sorted(self.cut[name]))
+            if note is not None:  # its "applied_by" waits for this process too
+                note.setdefault("_waiting", set()).add((c.name, c.gen))
+                self.configuring.setdefault((c.name, c.gen), []).append(note)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -776,7 +952,7 @@ class ReplayRun:
             for c in self.children.values():
                 self._tell(c, "start", self.t0)
             ready_s = self.t0 - started
-            end = self._loop()
+            end = loop_end = self._loop()
             self.stopping = True
             for c in self.children.values():
                 if not c.killed and not c.done:
@@ -785,27 +961,96 @@ class ReplayRun:
             while (time.monotonic() < stop_by
                    and any(not c.done for c in self.children.values() if not c.killed)):
                 self._read(0.05)
-        finally:
+            # the end for the fates: when the processes had stopped (what they did while
+            # stopping was seen, and is on the servers the inspection reads)
+            end = time.monotonic()
+        except BaseException:
             self.stopping = True
-            self._stop_all()
-            self._restore_shards()
-        found, found_req = self._inspect()
+            self._stop_all()  # an interrupted run: the servers go with it, no restore
+            raise
+        self._stop_all()
+        self._restore_shards()
+        found, found_req, queued = self._inspect()
         result = self._fates(found, found_req, end)
-        result["wall"] = {"elapsed_s": round(end - self.t0, 3), "startup_s": round(ready_s, 3),
-                          "latency_s": self._wall_latency}
+        result["queued_at_end"] = queued
+        planned_end = self.t0 + self.sim_end * self.scale
+        not_sent = sum(1 for r in self.reqs if r.sending is None)
+        result["wall"] = {
+            "elapsed_s": round(loop_end - self.t0, 3), "startup_s": round(ready_s, 3),
+            "stop_s": round(end - loop_end, 3),
+            "latency_s": self._wall_latency, "late_sends": self.late_sends,
+            "max_send_lateness_s": round(max(0.0, self.max_lateness), 3),
+            "not_sent": not_sent, "overrun_s": round(max(0.0, loop_end - planned_end), 3)}
+        for note in self.applied:
+            if note.pop("_waiting", None):  # a process never applied it (killed first)
+                note.setdefault("applied_by", None)
+        result["end_time_s"] = self._scen(end)
+        result["warnings"] = self._warnings(result, not_sent)
         return result
+
+    def _warnings(self, result: dict[str, Any], not_sent: int) -> list[str]:
+        """Where the real run did not follow its plan, in words."""
+        scale, out = self.scale, []
+        late = self.max_lateness / scale
+        if self.late_sends or not_sent:
+            line = (f"the real run fell behind its plan: {self.late_sends} of "
+                    f"{result['sent']['request']} requests sent more than {LATE_S:g} "
+                    f"scenario s late (at most {late:.3g} scenario s, "
+                    f"{self.max_lateness:.3g} wall s)")
+            if not_sent:
+                line += (f"; {not_sent} planned requests never sent (their interface "
+                         "server was killed, or the run ended, before it got to them)")
+            line += (f"; it ran {result['wall']['overrun_s']:g} wall s past the planned "
+                     "end: shares and latencies are those of this slower run, not of the "
+                     "scenario's timing (a larger --time-scale keeps up better)")
+            out.append(line)
+        slow = [a for a in self.applied if a.get("outlasted_duration")]
+        if slow:
+            what = ", ".join(f"{a['action'].split(' ')[1]} down {a['down_s']:g} s"
+                             if a.get("ready_at") is not None else
+                             f"{a['action'].split(' ')[1]} not ready before the end"
+                             for a in slow)
+            out.append(f"restarts took longer than their faults' durations: {what} "
+                       "(scenario s)")
+        spread = [a for a in self.applied if a.get("applied_by") is not None
+                  and a["applied_by"] - a["planned_at"] > LATE_S]
+        if spread:
+            worst = max(spread, key=lambda a: a["applied_by"] - a["planned_at"])
+            out.append(f"{len(spread)} configuration changes (host list, partition) took "
+                       f"effect in the processes late: '{worst['action']}' planned at "
+                       f"t={worst['planned_at']:g} s, in every process only by "
+                       f"t={worst['applied_by']:g} s (the simulator changes them at once; "
+                       "a reply written in between can be misrouted for real)")
+        late_faults = [a for a in self.applied if a.get("late")]
+        if late_faults:
+            worst = max(a["at"] - a["planned_at"] for a in late_faults)
+            out.append(f"{len(late_faults)} fault actions applied more than {LATE_S:g} "
+                       f"scenario s after their planned time (at most {worst:.3g} s late)")
+        if out:
+            for kind, reasons in result["in_flight_by_reason"].items():
+                if reasons:
+                    why = ", ".join(f"{k} {v}" for k, v in reasons.items())
+                    out.append(f"{sum(reasons.values())} {kind}s still in flight at the "
+                               f"end ({why})")
+        return out
 
     def _loop(self) -> float:
         scale, t0 = self.scale, self.t0
         actions = list(self.actions)
         load_end = t0 + self.load_end * scale
         min_end = t0 + self.min_end * scale
-        deadline = t0 + self.sim_end * scale
+        planned_end = t0 + self.sim_end * scale
+        drain = max(self.sc.drain * scale, MIN_DRAIN_S)
         while True:
             now = time.monotonic()
             while actions and t0 + actions[0][0] * scale <= now:
-                _, _, phase, f = actions.pop(0)
-                self._fire(phase, f)
+                at, _, phase, f = actions.pop(0)
+                self._fire(phase, f, at)
+            if any(n for key, n in self.unsent.items() if key not in self.ended):
+                deadline = planned_end + MAX_BEHIND_S  # still offering what it planned
+            else:  # the drain follows the last request actually offered
+                deadline = max(planned_end, self.last_send + drain,
+                               load_end + MIN_DRAIN_S)
             if now >= deadline:
                 return now
             if now >= load_end and now >= min_end and not actions and self._all_handled():
@@ -841,41 +1086,50 @@ class ReplayRun:
                 self.servers.restart(int(shard[len("shard"):]))
 
     # -- after the run -------------------------------------------------------------------------
-    def _inspect(self) -> tuple[dict[str, set[str]], dict[int, set[str]]]:
-        """What each server still holds: reply channels and request ids, by shard."""
+    def _inspect(self) -> tuple[dict[str, set[str]], dict[int, set[str]],
+                                dict[str, dict[str, int]]]:
+        """What each server still holds: reply channels and request ids by shard, and
+        the messages left under each key (``queued_at_end``: shard -> key -> count,
+        the simulator's shape; keys without the replay's prefix)."""
         import msgpack
         import redis
         found: dict[str, set[str]] = {}
         found_req: dict[int, set[str]] = {}
-        keys = {self.prefix + p for gens in self.prefixes.values() for p in gens}
+        queued: dict[str, dict[str, int]] = {}
+        keys = sorted({self.prefix + p for gens in self.prefixes.values() for p in gens})
         request_key = self.prefix + non_local_name(self.sc.request_channel)
-        self.queued_requests: dict[str, int] = {}
         for shard, url in zip(self.sc.shard_names, self.urls):
             client = redis.Redis.from_url(url, socket_timeout=5)
+            left: dict[str, int] = {}
             try:
-                for key in sorted(keys):
-                    for member in client.zrange(key, 0, -1):
+                for key in [request_key, *keys]:
+                    members = client.zrange(key, 0, -1)
+                    if members:
+                        left[key[len(self.prefix):]] = len(members)
+                    for member in members:
                         body = msgpack.unpackb(member[12:], raw=False)
+                        if key == request_key:
+                            found_req.setdefault(body.get("id"), set()).add(shard)
+                            continue
                         target = body.get("__asgi_channel__")
                         for ch in ([target] if isinstance(target, str) else target or []):
                             found.setdefault(ch, set()).add(shard)
-                members = client.zrange(request_key, 0, -1)
-                if members:
-                    self.queued_requests[shard] = len(members)
-                for member in members:
-                    body = msgpack.unpackb(member[12:], raw=False)
-                    found_req.setdefault(body.get("id"), set()).add(shard)
             except redis.exceptions.ConnectionError:
                 pass  # a shard still down at the end holds nothing
             finally:
                 client.close()
-        return found, found_req
+            if left:
+                queued[shard] = left
+        return found, found_req, queued
+
+    def _hosts_at(self, owner: str, at: float) -> tuple[str, ...]:
+        """The host list ``owner`` used at wall time ``at``."""
+        history = self.host_history[owner]
+        i = bisect.bisect_right(history, at, key=lambda e: e[0])
+        return history[max(0, i - 1)][1]
 
     def _listen_shard(self, owner: str, channel: str, at: float) -> str:
-        hosts = self.host_history[owner][0][1]
-        for t, h in self.host_history[owner]:
-            if t <= at:
-                hosts = h
+        hosts = self._hosts_at(owner, at)
         nl = non_local_name(channel)
         if self.stack == "channels_redis":
             from channels_redis.utils import _consistent_hash
@@ -892,19 +1146,29 @@ class ReplayRun:
                 return a
         return None
 
+    def _reachable(self, sender: str, shard: str, at: float) -> bool:
+        """``shard`` was up, and not cut off from ``sender``, at wall time ``at``."""
+        spans = [*self.shard_down.get(shard, ()), *self.cut_spans.get((sender, shard), ())]
+        return not any(a <= at < b for a, b in spans)
+
     def _fates(self, found, found_req, end: float) -> dict[str, Any]:
-        sc, scale, t0 = self.sc, self.scale, self.t0
+        from sim.ledger import FATES, KINDS
+
+        sc, scale = self.sc, self.scale
         expiry = sc.expiry * scale
         by_kind = {k: dict.fromkeys(FATES, 0) for k in KINDS}
         sent = dict.fromkeys(KINDS, 0)
         writes = {k: dict.fromkeys(sc.shard_names, 0) for k in KINDS}
         placement: dict[str, str] = {}
         misroutes: list[dict[str, Any]] = []
+        contradictions: list[str] = []
         full = {"request": 0, "response": 0, "scripted": 0}
         latencies: list[float] = []
+        waiting = {"request": {}, "response": {}}   # in_flight, by reason
 
-        def scen(wall: float) -> float:
-            return round((wall - t0) / scale, 6)
+        def still(kind: str, reason: str) -> str:
+            waiting[kind][reason] = waiting[kind].get(reason, 0) + 1
+            return "in_flight"
 
         for r in self.reqs:
             if r.sending is None:
@@ -917,7 +1181,8 @@ class ReplayRun:
             if r.served:
                 fate = "delivered"
             elif r.taker is not None:
-                fate = "dropped_by_dead_worker" if r.taker in self.ended else "in_flight"
+                fate = ("dropped_by_dead_worker" if r.taker in self.ended
+                        else still("request", "being served"))
             elif r.outcome == "full":
                 fate = "rejected_full"
             elif r.outcome == "down":
@@ -927,13 +1192,15 @@ class ReplayRun:
             elif self._crashed_after(r.shard, r.sent_at or r.sending, end) is not None:
                 fate = "lost_in_crash"
             elif r.id in found_req:
-                fate = "in_flight"
+                fate = still("request", "queued")
+            elif r.outcome is None:
+                fate = still("request", "send unfinished")
             elif end - r.sending > expiry:
                 fate = "expired"
             elif any(k > r.sending for k in self.worker_kills):
                 fate = "dropped_by_dead_worker"
             else:
-                fate = "in_flight"
+                fate = still("request", "not found (popped by a receive cancelled at the end)")
             by_kind["request"][fate] += 1
 
             if r.reply_shard is None:
@@ -942,22 +1209,34 @@ class ReplayRun:
             owner_end = self.ended.get((r.iface, r.gen), math.inf)
             if r.reply_outcome == "ok":
                 writes["response"][r.reply_shard] += 1
-            if r.reply_outcome in ("ok", "full", None):
+            # placement: a send that reached its shard (written, or refused full), as
+            # sim.runner records it; not one to a shard that was down or cut off
+            if (r.reply_outcome in ("ok", "full", "error") or (
+                    r.reply_outcome is None
+                    and self._reachable(r.taker[0], r.reply_shard, r.reply_at))):
                 placement[r.channel] = r.reply_shard
             if r.reply_outcome == "full":
                 full["response"] += 1
             listen = self._listen_shard(r.iface, r.channel, r.reply_at)
             reached = r.reply_outcome in ("ok", "full", None, "error")
-            if reached and r.reply_at < owner_end and r.reply_shard != listen:
-                fate = "misrouted"
-                misroutes.append({"time": scen(r.reply_at), "sender": r.taker[0],
+            misrouted = reached and r.reply_at < owner_end and r.reply_shard != listen
+            if misrouted:  # a rendezvous violation, as the simulator's monitor counts it
+                misroutes.append({"time": self._scen(r.reply_at), "sender": r.taker[0],
                                   "channel": r.channel, "shard_written": r.reply_shard,
                                   "shards_listened": [listen]})
-            elif r.recv:
+            if r.recv:
+                if misrouted and (self._hosts_at(r.iface, r.recv[0])
+                                  == self._hosts_at(r.iface, r.reply_at)):
+                    # written where its owner does not listen, yet received there
+                    contradictions.append(r.channel)
                 lat = r.recv[0] - r.sending
-                fate = "delivered" if lat <= sc.client_timeout * scale else "orphaned"
-                if fate == "delivered":
+                if lat <= sc.client_timeout * scale:
+                    fate = "delivered"  # delivered wins over misrouted, as in sim.world
                     latencies.append(lat)
+                else:
+                    fate = "misrouted" if misrouted else "orphaned"
+            elif misrouted:  # wins over expired, lost_in_crash, orphaned, full, in flight
+                fate = "misrouted"
             elif r.reply_outcome == "full":
                 fate = "rejected_full"
             elif r.reply_outcome == "unreachable":
@@ -971,12 +1250,19 @@ class ReplayRun:
                 elif owner_end <= end:
                     fate = "orphaned"
                 elif r.reply_shard in found.get(r.channel, ()):
-                    fate = "in_flight"
+                    fate = still("response", "queued")
+                elif r.reply_outcome is None:
+                    fate = still("response", "send unfinished")
                 elif end - r.reply_at > expiry:
                     fate = "expired"
                 else:
-                    fate = "in_flight"
+                    fate = still("response", "not found (popped, not yet reported)")
             by_kind["response"][fate] += 1
+        if contradictions:
+            raise ReplayError(
+                f"{len(contradictions)} replies (first {contradictions[0]}) were received "
+                "although written to a shard their owner does not listen on: the servers "
+                "are not one per shard (is one Redis server given for two shards?)")
         dupes = sum(len(r.recv) - 1 for r in self.reqs if len(r.recv) > 1)
         by_kind["response"]["duplicate"] += dupes
         sent["response"] += dupes
@@ -1011,6 +1297,7 @@ class ReplayRun:
             "sent": sent,
             "fates": fates,
             "fates_by_kind": by_kind,
+            "in_flight_by_reason": waiting,
             "latency_s": {"p50": scaled(q(latencies, 0.5)), "p99": scaled(q(latencies, 0.99))},
             "invariants": {
                 "rendezvous": {"holds": not misroutes, "violations": len(misroutes),
@@ -1029,7 +1316,6 @@ class ReplayRun:
                 "hot_shards": [s for s, w in totals.items() if len(totals) > 1
                                and mean >= 5.0 and w > 1.5 * mean]},
             "placement": {"response": dict(sorted(placement.items()))},
-            "queued_at_end": {"requests_by_shard": dict(sorted(self.queued_requests.items()))},
             "cross_channel_full": {"count": 0, "first": None},
             "faults_applied": self.applied,
             "not_offered": self.not_offered,

@@ -3,12 +3,14 @@
 Used by ``shardlab replay --redis-servers N`` and by the tests in ``tests/redis``.
 Each server runs in a temporary directory without persistence (``--save ""``,
 ``--appendonly no``), listens on 127.0.0.1 only, and counts as started once it answers
-PING. `RedisServers` is a context manager: the servers are stopped when its block
-ends, also on Ctrl-C (KeyboardInterrupt), SIGTERM (inside `stop_on_sigterm`) or an
-error, and at interpreter exit as a last resort. `RedisServers.kill` and
-`RedisServers.restart` crash one server (SIGKILL) and bring it back, empty, on the same
-port: the shard crash of ``shardlab replay``. A server this module did not start (a system service on 6379) is never
-used or touched.
+PING. Each runs in a session of its own, so a signal to the caller's process group
+(Ctrl-C in a terminal, ``kill -INT -PGID``) does not stop it before the caller has
+stopped what uses it. `RedisServers` is a context manager: the servers are stopped
+when its block ends, also on Ctrl-C (KeyboardInterrupt), SIGTERM (inside
+`signals_recorded`) or an error, and at interpreter exit as a last resort.
+`RedisServers.kill` and `RedisServers.restart` crash one server (SIGKILL) and bring it
+back, empty, on the same port: the shard crash of ``shardlab replay``. A server this
+module did not start (a system service on 6379) is never used or touched.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 __all__ = ["RedisServers", "RedisServerError", "find_redis_server", "free_port", "ping",
            "send_command", "start_server", "stop_server", "HOW_TO_INSTALL", "Terminated",
-           "stop_on_sigterm"]
+           "signals_recorded"]
 
 START_TIMEOUT = 10.0
 HOW_TO_INSTALL = ("install it with `make test` (as root, with apt-get) or: "
@@ -37,28 +39,33 @@ class RedisServerError(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread by SIGTERM inside `stop_on_sigterm`: a KeyboardInterrupt,
+    """Raised in the main thread by SIGTERM inside `signals_recorded`: a KeyboardInterrupt,
     so every ``finally`` and context manager that handles Ctrl-C stops servers too."""
 
 
 @contextlib.contextmanager
-def stop_on_sigterm():
-    """Within the block, SIGTERM raises `Terminated` (as Ctrl-C raises KeyboardInterrupt),
-    so the cleanup that runs for Ctrl-C runs for ``kill PID`` as well. Only in the main
-    thread; elsewhere a no-op."""
+def signals_recorded(received: list[str]):
+    """Within the block, SIGINT raises KeyboardInterrupt and SIGTERM `Terminated`, so the
+    cleanup that runs for Ctrl-C runs for ``kill PID`` as well; the first signal is
+    recorded in ``received`` ("SIGINT" or "SIGTERM"), and from then on both are
+    ignored, so a second Ctrl-C cannot cut the cleanup short. Only in the main thread;
+    elsewhere a no-op."""
+    def handler(signum, frame):
+        received.append("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated("SIGTERM")
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {sig: signal.signal(sig, handler)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated("SIGTERM")
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def find_redis_server() -> str | None:
@@ -88,6 +95,20 @@ def send_command(port: int, command: bytes) -> bytes:
         return s.recv(64)
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` that makes the server get SIGTERM when this process dies
+    (``PR_SET_PDEATHSIG``, Linux), or None where that is not available."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return preexec
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -112,12 +133,20 @@ def start_server(binary: str, workdir: Path,
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir),
              "--logfile", str(log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ping(port):
-                return proc, port
-            time.sleep(0.02)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # its own session: a Ctrl-C or SIGTERM to our process group does not reach
+            # it, so it runs until we stop it (after our children), never first; and
+            # it still ends with us if we are killed outright
+            start_new_session=True, preexec_fn=_die_with_parent())
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and proc.poll() is None:
+                if ping(port):
+                    return proc, port
+                time.sleep(0.02)
+        except BaseException:  # Ctrl-C while it starts: not in any list yet, stop it here
+            stop_server(proc)
+            raise
         stop_server(proc)
         last = log.read_text(errors="replace")[-400:] if log.exists() else ""
     raise RedisServerError(f"redis-server did not answer PING; last log: {last!r}")

@@ -81,7 +81,10 @@ from layer.routing import PROFILE_NAMES, make_router
 
 __all__ = ["Scenario", "Load", "Topology", "ProcessOverride", "Fault", "ScenarioError",
            "load_scenario", "default_scenario", "read_scenario_data", "Actor", "Step",
-           "scenario_from_dict", "FAULT_KINDS"]
+           "scenario_from_dict", "FAULT_KINDS", "MAX_REQUESTS"]
+
+#: The most requests one run may offer (a load.requests, or what a timed load makes).
+MAX_REQUESTS = 10_000_000
 
 FAULT_KINDS = ("shard_crash", "worker_crash", "iface_crash", "partition", "host_change")
 
@@ -287,7 +290,7 @@ _TOP = {
 _LOAD = {
     "kind": _choice("poisson", "burst", "fixed"),
     "rate": _positive(1e6),
-    "requests": _int_range(0, 10_000_000),
+    "requests": _int_range(0, MAX_REQUESTS),
     "burst_size": _int_range(1, 1_000_000),
     "burst_interval": _positive(),
 }
@@ -422,7 +425,6 @@ def _faults(items: Any, sc: Scenario) -> tuple[Fault, ...]:
     return tuple(sorted(out, key=lambda f: f.at))
 
 
-_MAX_REQUESTS = 10_000_000
 _ACTOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 _ACTOR_KEYS = ("name", "prefix", "channels", "router", "hosts", "hash_seed", "listening")
 _STEP_KEYS = {"send": ("actor", "channel", "count"),
@@ -601,9 +603,9 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario
     offered = sc.load.requests or (
         sc.duration * sc.load.rate if sc.load.kind != "burst"
         else sc.duration / sc.load.burst_interval * sc.load.burst_size)
-    if offered > _MAX_REQUESTS:
+    if offered > MAX_REQUESTS:
         raise ScenarioError(f"keys 'duration' and 'load' offer {offered:.3g} requests; "
-                            f"allowed: at most {_MAX_REQUESTS} (use load.requests, a "
+                            f"allowed: at most {MAX_REQUESTS} (use load.requests, a "
                             "shorter duration or a lower rate)")
     sc = dataclasses.replace(sc, actors=_actors(data.get("actors", []), sc))
     if sc.interface_servers == 0 and sc.workers == 0 and not sc.actors:

@@ -47,3 +47,12 @@ def redis_urls(redis_servers):
     for port in redis_servers:
         send_command(port, b"FLUSHALL\r\n")
     return [f"redis://127.0.0.1:{port}/0" for port in redis_servers]
+
+
+@pytest.fixture
+def small(tmp_path):
+    """The path of `redis_checks.SMALL` written to a file."""
+    from redis_checks import SMALL
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return str(path)

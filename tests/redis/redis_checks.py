@@ -1,10 +1,13 @@
-"""Checks every storage of layer.redis must pass, shared by the storage test files
-(each file calls them with its own profile)."""
+"""Shared by the tests in tests/redis: checks every storage of layer.redis must pass
+(each storage's file calls them with its own profile), the small scenario the replay
+tests run, and what they need to see which processes are left."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,62 @@ async def check_blocking_receive(rx: RedisChannelLayer, tx: RedisChannelLayer,
     with pytest.raises(TimeoutError):
         await rx.receive(channel, timeout=0.4)
     assert 0.35 < time.monotonic() - started < 1.5
+
+
+#: The replay tests' scenario: a small version of the default (1 interface server,
+#: 3 workers, 40 requests at 50/s).
+SMALL = """\
+name = "small"
+interface_servers = 1
+workers = 3
+[load]
+kind = "poisson"
+rate = 50.0
+requests = 40
+"""
+
+
+def redis_flags(urls: list[str]) -> list[str]:
+    """``--redis URL`` for each of ``urls``."""
+    return [x for u in urls for x in ("--redis", u)]
+
+
+def _stat(pid: int | str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+
+
+def children(pid: int) -> dict[int, str]:
+    """pid -> command name of the direct children of ``pid`` (from /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        stat = _stat(entry) if entry.isdigit() else None
+        if stat and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            out[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``."""
+    kids, todo = [], [pid]
+    while todo:
+        found = list(children(todo.pop()))
+        kids += found
+        todo += found
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    stat = _stat(pid)
+    return stat is not None and stat[stat.rindex(")") + 2] != "Z"
+
+
+def assert_all_gone(pids, within: float = 5.0) -> None:
+    """Every process of ``pids`` ends within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not [p for p in pids if alive(p)], pids

@@ -18,29 +18,10 @@ pytest.importorskip("redis", reason="redis-py is not installed; pip install 'sha
 
 from shardlab.replay import compare_placement, compare_results, main  # noqa: E402
 from sim.runner import run_scenario  # noqa: E402
+from redis_checks import redis_flags  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 
-SMALL = """\
-name = "small"
-interface_servers = 1
-workers = 3
-[load]
-kind = "poisson"
-rate = 50.0
-requests = 40
-"""
 TIME_SCALE = "0.25"
-
-
-@pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "small.toml"
-    path.write_text(SMALL)
-    return str(path)
-
-
-def _redis_flags(urls):
-    return [x for u in urls for x in ("--redis", u)]
 
 
 def _simulate(path: str, router: str) -> dict:
@@ -69,7 +50,7 @@ def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_pat
     simulation's, and is not zero (the #221 loss happens for real); fates add up."""
     pytest.importorskip("channels_redis.core", reason="channels_redis is not installed")
     out = tmp_path / "real.json"
-    assert main(["replay", small, "--stack", "channels_redis", *_redis_flags(redis_urls),
+    assert main(["replay", small, "--stack", "channels_redis", *redis_flags(redis_urls),
                  "--time-scale", TIME_SCALE, "--json", str(out), "--quiet"]) == 0
     real = json.loads(out.read_text())
     assert real["stack"] == "channels_redis" and real["time_scale"] == 0.25
@@ -95,7 +76,7 @@ def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small
     response (rendezvous holds) and delivers every one."""
     out = tmp_path / "real.json"
     assert main(["replay", small, "--router", "channels_redis-4", "--router", "fixed",
-                 *_redis_flags(redis_urls), "--time-scale", TIME_SCALE,
+                 *redis_flags(redis_urls), "--time-scale", TIME_SCALE,
                  "--json", str(out), "--quiet"]) == 0
     real = json.loads(out.read_text())
     runs = {r["router"]: r for r in real["runs"]}
@@ -153,7 +134,7 @@ def test_compare_side_by_side_with_interval(tmp_path, capsys):
      "--router asgi_redis-1: the replay reads back sorted-set storage only"),
     (["replay", "--time-scale", "0"], "--time-scale"),
     (["replay", "--redis", "redis://127.0.0.1:1/0", "--redis-servers", "3"], "not both"),
-    (["replay", "--redis", "127.0.0.1:6379"], "redis:// "),
+    (["replay", "--redis", "127.0.0.1:6379"], "not a redis://"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
     """Invariant: bad input (a missing or malformed result file, a shard crash on

@@ -21,6 +21,7 @@ import pytest
 
 pytest.importorskip("redis", reason="redis-py is not installed; pip install 'shardlab[real]'")
 
+from redis_checks import assert_all_gone, children  # noqa: E402
 from shardlab.replay import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,31 +95,6 @@ def test_every_fault_kind_applied_for_real(redis_binary, tmp_path):
     assert run["fates_by_kind"]["response"]["delivered"] > run["sent"]["response"] // 2
 
 
-def _children(pid: int) -> dict[int, str]:
-    """pid -> command name of the direct children of ``pid`` (from /proc)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == pid:
-            out[int(entry)] = comm
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_servers_and_processes(redis_binary, tmp_path):
     """Invariant: SIGTERM to a running replay stops its redis-servers and its interface
@@ -134,7 +110,7 @@ def test_sigterm_stops_servers_and_processes(redis_binary, tmp_path):
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            kids = _children(proc.pid)
+            kids = children(proc.pid)
             servers = [p for p, c in kids.items() if c.startswith("redis-server")]
             others = [p for p, c in kids.items() if not c.startswith("redis-server")]
             if len(servers) == 3 and len(others) >= 3:  # 3 replay processes (+ tracker)
@@ -153,7 +129,4 @@ def test_sigterm_stops_servers_and_processes(redis_binary, tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [
         "shardlab: terminated (SIGTERM): replay processes and redis servers stopped"], err
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(p) for p in kids):
-        time.sleep(0.05)
-    assert not [p for p in kids if _alive(p)], kids
+    assert_all_gone(kids)
