@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable
 
 __all__ = ["Experiment", "Point", "ExperimentError", "run_experiment", "point_seed",
            "t_interval", "write_result", "render_plot", "write_summary", "agreement",
-           "atomic_write", "MAX_WORKERS", "HOLDS", "DOES_NOT_HOLD", "by_series",
+           "atomic_write", "MAX_WORKERS", "HOLDS", "DOES_NOT_HOLD", "UNKNOWN", "by_series",
            "agrees_at"]
 
 #: Local worker processes for a sweep (this machine has two cores).
@@ -73,6 +73,8 @@ class ExperimentError(ValueError):
 #: The verdicts on a documented claim (a third kind starts with "holds only").
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
+#: The verdict when the result holds nothing to judge the claim by.
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -136,14 +138,15 @@ class Experiment:
     def claim_verdict(self, result: dict[str, Any]) -> tuple[str, str]:
         """Whether the documented claim holds in ``result``: (verdict, why).
 
-        ``verdict`` is ``HOLDS``, ``DOES_NOT_HOLD`` or a phrase starting with "holds
-        only"; ``why`` gives the numbers it rests on. Computed from the result's
+        ``verdict`` is ``HOLDS``, ``DOES_NOT_HOLD``, a phrase starting with "holds
+        only", or ``UNKNOWN`` when nothing tests it; ``why`` gives the numbers it rests
+        on. Computed from the result's
         values, never fixed text. Experiments override it; this default applies to a
         claim that *is* the prediction: it holds when every predicted point agrees.
         """
         ok, total, worst = agreement(self, result)
         if total == 0:
-            return DOES_NOT_HOLD, "no point has a prediction to test the claim against."
+            return UNKNOWN, "no point has a prediction to test the claim against."
         if ok == total:
             return HOLDS, (f"all {total} predicted points agree (largest deviation "
                            f"{worst:.3g}).")
@@ -277,9 +280,17 @@ def run_experiment(exp: Experiment, workers: int = MAX_WORKERS,
             _stop_pool(pool)
             raise
         pool.shutdown()
-    return {"experiment": exp.name, "quick": bool(exp.quick), "seeds": exp.replications,
-            "tolerance": exp.tolerance_note(),
-            "points": [_point_result(p, v) for p, v in zip(points, results)]}
+    result = {"experiment": exp.name, "quick": bool(exp.quick), "seeds": exp.replications,
+              "tolerance": exp.tolerance_note(),
+              "points": [_point_result(p, v) for p, v in zip(points, results)]}
+    ok, total, _ = agreement(exp, result)
+    claim, why = exp.claim_verdict(result)
+    # the two verdicts summary.md gives, for a program reading the JSON alone
+    result["verdicts"] = {
+        "simulation": "no prediction" if total == 0 else "agrees" if ok == total
+        else "disagrees", "points_agreeing": ok, "points_predicted": total,
+        "claim": claim, "why": why}
+    return result
 
 
 def by_series(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -298,11 +309,8 @@ def agreement(exp: Experiment, result: dict[str, Any]) -> tuple[int, int, float]
         if pt["prediction"] is None:
             continue
         total += 1
-        dev = abs(pt["value"] - pt["prediction"])
-        worst = max(worst, dev)
-        point = Point(pt["series"], pt["params"], pt["prediction"])
-        if dev <= exp.tolerance(point) + 1e-9:
-            ok += 1
+        worst = max(worst, abs(pt["value"] - pt["prediction"]))
+        ok += agrees_at(exp, pt)
     return ok, total, worst
 
 
@@ -478,8 +486,7 @@ def write_result(exp: Experiment, result: dict[str, Any], out: Path) -> None:
 
 def _disagreeing(exp: Experiment, result: dict[str, Any]) -> list[dict]:
     return [pt for pt in result["points"] if pt["prediction"] is not None
-            and abs(pt["value"] - pt["prediction"])
-            > exp.tolerance(Point(pt["series"], pt["params"], pt["prediction"])) + 1e-9]
+            and not agrees_at(exp, pt)]
 
 
 def write_summary(experiments: Iterable[Experiment], out: Path) -> Path:

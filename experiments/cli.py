@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from experiments import ExperimentError, registry
-from experiments.base import (MAX_WORKERS, agreement, run_experiment, write_result,
+from experiments.base import (MAX_WORKERS, run_experiment, write_result,
                               write_summary)
 from shardlab.output import cannot_write_in
 
@@ -212,10 +212,11 @@ def run_all(classes, out: Path, quick: bool, workers: int, show_progress: bool =
             result = run_experiment(exp, workers, client=client)
         write_result(exp, result, out)
         summary = write_summary([c(quick=quick) for c in registry().values()], out)
-        ok, total, _ = agreement(exp, result)
-        verdict = ("no prediction" if total == 0 else
-                   "agrees" if ok == total else f"disagrees ({total - ok} of {total} points)")
-        claim, _ = exp.claim_verdict(result)
+        v = result["verdicts"]
+        verdict = v["simulation"] + (
+            f" ({v['points_predicted'] - v['points_agreeing']} of {v['points_predicted']} "
+            "points)" if v["simulation"] == "disagrees" else "")
+        claim = v["claim"]
         print(f"{exp.name}: simulation {verdict}; documented claim {claim}; "
               f"{len(result['points'])} points in "
               f"{time.monotonic() - start:.1f} s -> {out / (exp.name + '.json')}", file=stream)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Iterator
 
-__all__ = ["arrivals", "schedule"]
+__all__ = ["arrivals", "schedule", "load_end"]
 
 
 def arrivals(sc) -> Iterator[tuple[float, int | None]]:
@@ -77,3 +77,15 @@ def schedule(sc) -> list[tuple[float, int]]:
         if draw is not None:
             out.append((t, draw))
     return out
+
+
+def load_end(sc) -> float:
+    """When the load is over, in scenario seconds: every gap of `arrivals` summed, the
+    wait after the last burst included, and at least ``duration`` unless the load is
+    limited by ``requests`` (a timed load lasts its duration). The simulator's
+    ``load_done`` fires then; its drain starts there."""
+    t = 0.0
+    for gap, _ in arrivals(sc):
+        if gap:
+            t += gap
+    return t if sc.load.requests else max(t, sc.duration)

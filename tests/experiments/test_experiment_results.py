@@ -27,10 +27,12 @@ def quick_dir(tmp_path_factory):
 @pytest.mark.parametrize("name", list(registry()))
 def test_json_has_the_exact_shape(quick_dir, name):
     """Every result is one object: `experiment`, the run's mode (`quick`), the seeds per
-    point, the tolerance statement, and `points`; every point has exactly series,
+    point, the tolerance statement, `points`, and the summary's two `verdicts`; every point has exactly series,
     params, value, low, high, prediction, with low <= value <= high."""
     data = json.loads((quick_dir / f"{name}.json").read_text())
-    assert list(data) == ["experiment", "quick", "seeds", "tolerance", "points"]
+    assert list(data) == ["experiment", "quick", "seeds", "tolerance", "points", "verdicts"]
+    assert set(data["verdicts"]) == {"simulation", "points_agreeing", "points_predicted",
+                                     "claim", "why"}
     assert data["experiment"] == name
     exp = registry()[name](quick=True)
     assert data["quick"] is True and data["seeds"] == exp.replications

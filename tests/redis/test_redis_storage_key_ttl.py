@@ -68,6 +68,13 @@ def test_each_message_expires_in_its_own_key(redis_urls):
             await layer.send("work.q", {"n": "old"})
             found = await keys_and_lengths(redis_urls[0])
             assert found[key] == 1 and sum(v is None for v in found.values()) == 1
+            body = next(k for k, v in found.items() if v is None)
+            client = redis.asyncio.Redis.from_url(redis_urls[0])
+            try:  # the body lives expiry (400 ms), the list expiry + 1 s (1400 ms)
+                assert 250 < await client.pttl(body) <= 400
+                assert 1250 < await client.pttl(key) <= 1400
+            finally:
+                await client.aclose()
             await asyncio.sleep(0.6)                      # "old"'s body has expired
             found = await keys_and_lengths(redis_urls[0])
             assert found == {key: 1}                      # its list entry has not
@@ -79,8 +86,7 @@ def test_each_message_expires_in_its_own_key(redis_urls):
             with pytest.raises(TimeoutError):
                 await layer.receive("work.q", timeout=0.3)
             assert layer.stats["expired_skipped"] == 2
-            await asyncio.sleep(1.0)                      # the list expires too
-            assert await keys_and_lengths(redis_urls[0]) == {}
+            assert await keys_and_lengths(redis_urls[0]) == {}  # the pops emptied it
     run(main())
 
 

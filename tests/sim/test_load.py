@@ -2,7 +2,7 @@
 
 import pytest
 
-from sim.load import arrivals, schedule
+from sim.load import arrivals, load_end, schedule
 from sim.runner import run_scenario
 from sim.scenario import scenario_from_dict
 
@@ -66,3 +66,14 @@ def test_placement_agrees_with_the_shard_writes():
     writes = result["shard_load"]["by_kind"]["response"]
     assert Counter(placed.values()) == Counter({s: n for s, n in writes.items() if n})
     assert "placement" not in run_scenario(sc)
+
+
+@pytest.mark.parametrize("load", [{"kind": "poisson", "rate": 30.0},
+                                  {"kind": "poisson", "rate": 30.0, "requests": 20},
+                                  {"kind": "fixed", "rate": 2.0, "requests": 5},
+                                  {"kind": "burst", "rate": 1.0, "burst_size": 3,
+                                   "burst_interval": 2.0, "requests": 5}])
+def test_load_end_is_when_the_simulator_starts_draining(load):
+    """Invariant: load_end is the simulator's end of load: the run ends drain later."""
+    sc = sc_of(load)
+    assert run_scenario(sc)["end_time_s"] == round(load_end(sc) + sc.drain, 6)
