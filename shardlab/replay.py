@@ -67,8 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import random
-import string
+import secrets
 import time
 from typing import Any
 
@@ -90,8 +89,6 @@ REPLAYABLE = tuple(n for n in PROFILE_NAMES
                    if n.startswith("live:") or ROUTERS[n]().storage == "sorted_set")
 #: Routers --stack channels_redis accepts: the installed package's rule.
 CHANNELS_REDIS_ROUTERS = ("channels_redis-4", "live:channels_redis")
-#: Wall seconds without a delivery, once every request is answered, that end a replay.
-QUIET_S = 0.5
 
 
 # -- argument types ----------------------------------------------------------------------
@@ -195,12 +192,6 @@ def check_urls(urls: list[str]) -> None:
 
 
 # -- the replay itself ---------------------------------------------------------------------
-
-def iface_letters(sc, i: int) -> str:
-    """The 8 letters of ``ifaceI``'s reply prefix, as the simulator draws them."""
-    rng = random.Random(f"{sc.seed}/iface{i}")
-    return "".join(rng.choice(string.ascii_letters) for _ in range(8))
-
 
 #: Fault kinds a replay applies for real (all of sim.scenario.FAULT_KINDS).
 REPLAYED_FAULTS = ("shard_crash", "worker_crash", "iface_crash", "partition", "host_change")
@@ -369,8 +360,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         with signals_recorded(received):
             if args.redis:
                 check_urls(list(args.redis))
-                # servers we did not start: a prefix of our own, deleted afterwards
-                run_all(list(args.redis), f"shardlabreplay{random.getrandbits(32):08x}")
+                # servers we did not start: a prefix of our own, deleted afterwards (not
+                # a result-affecting draw, so from the OS, not the global random stream)
+                run_all(list(args.redis), f"shardlabreplay{secrets.token_hex(4)}")
             else:
                 try:
                     with RedisServers(base.shards) as servers:

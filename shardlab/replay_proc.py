@@ -34,11 +34,15 @@ Interface server ``ifaceI`` generation G (G restarts so far) gets its part of th
 the requests the simulator would give it, each ``(id, scenario time, reply channel)``.
 At each time it starts a receive on the reply channel and sends the request
 ``{"id", "reply"}`` on the request channel. Events: ``sending``, ``sent`` (outcome
-ok / full / down / unreachable / error, and the shard the layer chose), ``recv``.
+ok / full / down / unreachable, and the shard the layer chose), ``recv``.
 Worker ``workerJ`` loops: receive a request (``take``), wait its service time (the
 simulator's ``SEED/workerJ/service`` stream, continued across restarts), ``served``,
-then ``reply`` (the shard its layer will write, a pure function of the name for every
-supported profile) and ``replied`` (outcome).
+then ``reply`` (the shard the profile's router in `layer.routing` predicts: kept only
+for a send that never finishes) and ``replied`` (outcome, and the shard the layer's
+own send chose, which decides placement and misroutes). A receive that fails because
+its shard is down or cut off is tried again after `RECEIVE_RETRY_S`; any other error
+of a receive or a send is reported (``("error", text)``) and stops the run with
+`ReplayError`.
 
 Where a message was written is captured without changing the layer: the router's
 ``send_shard`` (shardlab) or the package's ``consistent_hash`` and round-robin cycle
@@ -77,9 +81,11 @@ misrouted that its owner received all the same, on an unchanged host list, means
 servers are not one per shard: `ReplayError`, not a finding.
 
 ``placement`` holds the same set as ``sim.runner``'s: each reply send that reached its
-shard (written, refused full, or failed there), not one to a shard that was down or
-cut off from the worker; a send whose outcome was never reported (the worker was
-killed, or the run ended, during it) counts when the shard was up and reachable then.
+shard (written, or refused full), not one to a shard that was down or cut off from
+the worker; a send whose outcome was never reported (the worker was killed, or the run
+ended, during it) counts when the shard was up and reachable then (or holds it). The
+same "reached" decides whether a reply can be misrouted: one that did not reach its
+shard is ``lost_in_crash`` / ``unreachable``, as the simulator settles it first.
 
 Request: ``delivered`` once a worker finished serving it; ``dropped_by_dead_worker``
 when the worker that took it was killed first; ``rejected_full`` / ``lost_in_crash``
@@ -108,7 +114,14 @@ Where the real run cannot tell fates apart (the simulator can):
   message counts as sent (its ``sending`` event came first) and its fate follows from
   what the servers hold;
 - a reply popped by an interface server's layer and buffered when the process was
-  killed is ``orphaned`` (the simulator agrees: its listener is gone).
+  killed is ``orphaned`` (the simulator agrees: its listener is gone); one popped by
+  the layer it replaced at a host change or partition is moved to the new layer
+  (`_Layers.adopt`), except what channels_redis itself drops when a receive is
+  cancelled.
+
+``expiry`` is the scenario's times the time scale, computed once (`ReplayRun.expiry`)
+for the layers and for the fates; channels_redis takes whole seconds, so there it is
+rounded (at least 1 s) and a warning says so.
 """
 
 from __future__ import annotations
@@ -235,7 +248,12 @@ class _Layers:
         except ImportError:  # pragma: no cover
             from layer.redis import ChannelFull
         self.full_error = ChannelFull
+        #: what a crashed, killed or cut-off shard raises: retried, or a send's outcome
         self.down_errors = (RedisConnectionError, RedisTimeoutError, OSError)
+        # The pre-send guess at a reply's shard (kept only for a send that never
+        # finishes): the profile's own router from layer/, never a hash of our own.
+        self.predictor = make_router(spec["router"], rng=random.Random(
+            f"{spec['seed']}/{spec['name']}/predict{spec['gen']}"))
 
     def make(self, hosts: tuple[str, ...], cut: frozenset[str]):
         spec = self.spec
@@ -282,13 +300,11 @@ class _Layers:
             layer.connection = connection
         return layer
 
-    def reply_shard(self, layer, channel: str, hosts: tuple[str, ...]) -> str:
-        """The shard ``send(channel)`` writes a process-specific channel to (a pure
-        function of the name for every supported profile)."""
-        if self.stack == "channels_redis":
-            from channels_redis.utils import _consistent_hash
-            return hosts[_consistent_hash(channel, len(hosts))]
-        return hosts[layer.router.send_shard(channel, hosts)]
+    def reply_shard(self, channel: str, hosts: tuple[str, ...]) -> str:
+        """The shard the profile's router (`layer.routing`) says ``send(channel)``
+        writes a process-specific channel to: a prediction, used only when the send
+        never finishes (the shard the send really chose is captured, `_PLACED`)."""
+        return hosts[self.predictor.send_shard(channel, hosts)]
 
     async def close(self, layer) -> None:
         try:
@@ -298,6 +314,39 @@ class _Layers:
                 await asyncio.wait_for(layer.close(), 2)
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+    async def adopt(self, old, new) -> None:
+        """Hand what ``old`` (a replaced layer) pulled for this process to ``new``.
+
+        Call it once every receive on ``old`` has been cancelled. layer.redis pulls a
+        process's replies in a task of the layer's own (``_pullers``), which goes on
+        popping for up to ``brpop_timeout`` after its receivers are gone: a reply it
+        popped then would sit in a buffer nobody reads. So its pullers are stopped
+        first (as ``close()`` stops them; the layer stays open for sends under way),
+        and what either stack still holds in its buffers moves to ``new``'s.
+        (channels_redis pulls inside the receive calls themselves, so cancelling them
+        stopped its pulling; a cancelled one drops its own channel's buffer.)
+        """
+        if self.stack == "channels_redis":
+            buffers = old.receive_buffer
+        else:
+            pending = {t for t in old._pullers.values() if not t.done()}
+            while pending:  # cancel again: redis-py can absorb a first cancel
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.05)
+            old._pullers.clear()
+            buffers = old._buffers
+            new._recv_loop = asyncio.get_running_loop()  # keep what we put in its buffers
+        for channel, buf in list(buffers.items()):
+            while not buf.empty():
+                item = buf.get_nowait()
+                if not isinstance(item, dict):
+                    continue  # a pull's error for the old layer's receivers
+                if self.stack == "channels_redis":
+                    new.receive_buffer[channel].put_nowait(item)
+                else:
+                    new._deliver(channel, item)
 
     def outcome(self, error: BaseException | None) -> str:
         if error is None:
@@ -390,7 +439,16 @@ class _Node:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def fail(self, error: BaseException, doing: str) -> None:
+        """Tell the parent about an error that is no fault of the scenario (not a full
+        channel, nor a shard down or cut off): the run stops with `ReplayError`."""
+        text = " ".join(str(error).split())
+        self.emit("error", f"{self.spec['name']}: {doing}: {type(error).__name__}: {text}")
+
     async def send(self, layer, channel: str, message: dict) -> tuple[str, int | None]:
+        """``(outcome, index)``: ok / full / down / unreachable (or error, reported to
+        the parent), and the host index the layer's own send chose (None when it
+        failed before choosing)."""
         _PLACED.set(None)
         try:
             await layer.send(channel, message)
@@ -399,7 +457,10 @@ class _Node:
             raise
         except Exception as e:  # noqa: BLE001 - every outcome is an observation
             error = e
-        return self.layers.outcome(error), _PLACED.get()
+        outcome = self.layers.outcome(error)
+        if outcome == "error":
+            self.fail(error, f"send on {channel}")
+        return outcome, _PLACED.get()
 
     async def shutdown(self) -> None:
         for task in list(self.tasks):
@@ -433,8 +494,11 @@ class _IfaceNode(_Node):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a crashed or cut shard: try again later
+            except self.layers.down_errors:  # a crashed or cut shard: try again later
                 await asyncio.sleep(self.retry)
+            except Exception as e:  # noqa: BLE001 - anything else ends the run
+                self.fail(e, f"receive on {channel}")
+                return
         self.emit("recv", rid, time.monotonic())
         self.waiting.pop(rid, None)
 
@@ -454,12 +518,17 @@ class _IfaceNode(_Node):
     async def reconfigure(self, hosts, cut) -> None:
         old, self.layer = self.layer, self.layers.make(hosts, cut)
         self.hosts = hosts
-        for task in self.waiting.values():
+        # The receives under way on the old layer. One that starts while we wait below
+        # is on the new layer already (await_reply reads self.layer): not moved again.
+        moving = dict(self.waiting)
+        for task in moving.values():
             task.cancel()
-        await asyncio.gather(*self.waiting.values(), return_exceptions=True)
+        await asyncio.gather(*moving.values(), return_exceptions=True)
+        await self.layers.adopt(old, self.layer)
         # listen on the new layer at once (until then this process listens nowhere)
-        for rid in list(self.waiting):
-            self.waiting[rid] = self.spawn(self.await_reply(rid, self.channels[rid]))
+        for rid, task in moving.items():
+            if self.waiting.get(rid) is task:  # not received meanwhile
+                self.waiting[rid] = self.spawn(self.await_reply(rid, self.channels[rid]))
         self.spawn(self.retire(old))
 
     async def retire(self, old) -> None:
@@ -495,10 +564,10 @@ class _WorkerNode(_Node):
                 if asyncio.current_task().cancelling():
                     raise
                 continue  # reconfigured: receive again on the new layer
-            except Exception:  # noqa: BLE001 - a crashed or cut shard: try again later
+            except self.layers.down_errors:  # a crashed or cut shard: try again later
                 await asyncio.sleep(self.retry)
                 continue
-            finally:
+            finally:  # anything else ends run(): the child reports it, the run stops
                 self.receiving = None
             rid, reply = message["id"], message["reply"]
             self.emit("take", rid, time.monotonic())
@@ -509,10 +578,11 @@ class _WorkerNode(_Node):
             await asyncio.sleep(self.service_time() * self.scale)
             self.emit("served", rid, time.monotonic())
             layer, hosts = self.layer, self.hosts
-            self.emit("reply", rid, self.layers.reply_shard(layer, reply, hosts),
+            self.emit("reply", rid, self.layers.reply_shard(reply, hosts), time.monotonic())
+            outcome, index = await self.send(layer, reply, {"id": rid})
+            # where the layer's own send wrote (or tried to): placement and misroutes
+            self.emit("replied", rid, outcome, None if index is None else hosts[index],
                       time.monotonic())
-            outcome, _ = await self.send(layer, reply, {"id": rid})
-            self.emit("replied", rid, outcome, time.monotonic())
 
     async def reconfigure(self, hosts, cut) -> None:
         # the old layer may still be sending a reply: close it at the end
@@ -569,7 +639,8 @@ class _Req:
     taker: tuple[str, int] | None = None
     taken_at: float | None = None
     served: bool = False
-    reply_shard: str | None = None
+    reply_shard: str | None = None    # where the reply was written (or tried)
+    reply_predicted: str | None = None  # the router's answer before the send
     reply_at: float | None = None
     reply_outcome: str | None = None
     recv: list[float] = field(default_factory=list)
@@ -631,6 +702,12 @@ class ReplayRun:
         self.last_send = -math.inf
         self.late_sends = 0
         self.max_lateness = 0.0
+        self.offered = 0
+        self.stopping = False
+        #: wall seconds a message lives in the layers (and before "expired" is judged)
+        self.expiry = sc.expiry * time_scale
+        if stack == "channels_redis":
+            self.expiry = max(1, round(self.expiry))  # the package takes whole seconds
         self._plan()
 
     def _names(self) -> list[str]:
@@ -644,7 +721,7 @@ class ReplayRun:
     # -- planning -----------------------------------------------------------------------
     def _plan(self) -> None:
         """Requests per interface server generation, and the fault timeline."""
-        from sim.load import schedule
+        from sim.load import load_end, schedule
 
         sc = self.sc
         n = sc.interface_servers
@@ -685,9 +762,7 @@ class ReplayRun:
             self.reqs.append(req)
             self.plan.setdefault((name, g), []).append((req.id, t, req.channel))
         self.unsent = dict(counts)  # (iface, gen) -> planned requests not offered yet
-        self.load_end = self.reqs[-1].t if self.reqs else 0.0
-        if not sc.load.requests:
-            self.load_end = max(self.load_end, sc.duration)
+        self.load_end = load_end(sc)  # the simulator's: trailing gap, timed duration
         sim_end = self.load_end + sc.drain
         # (scenario time, order, action, fault); an action at or after the end never fires
         actions: list[tuple[float, int, str, Any]] = []
@@ -703,9 +778,7 @@ class ReplayRun:
     def _spec(self, name: str, gen: int) -> dict[str, Any]:
         sc = self.sc
         iface = name.startswith("iface")
-        expiry = sc.expiry * self.scale
-        if self.stack == "channels_redis":
-            expiry = max(1, round(expiry))  # the package takes whole seconds
+        expiry = self.expiry
         return {
             "parent": os.getpid(), "role": "iface" if iface else "worker", "name": name,
             "gen": gen, "stack": self.stack, "router": sc.router, "seed": sc.seed,
@@ -828,10 +901,13 @@ class ReplayRun:
             self.takes[c.name] += 1
         elif kind == "served":
             r.served = True
-        elif kind == "reply":
-            r.reply_shard, r.reply_at = ev[2], ev[3]
-        elif kind == "replied":
+        elif kind == "reply":  # before the send: the router's prediction
+            r.reply_shard = r.reply_predicted = ev[2]
+            r.reply_at = ev[3]
+        elif kind == "replied":  # the shard the send itself chose replaces the guess
             r.reply_outcome = ev[2]
+            if ev[3] is not None:
+                r.reply_shard = ev[3]
 
     # -- faults ---------------------------------------------------------------------------
     def _restarted(self, note: dict[str, Any], down_since: float, duration: float,
@@ -1021,6 +1097,19 @@ class ReplayRun:
                        f"t={worst['planned_at']:g} s, in every process only by "
                        f"t={worst['applied_by']:g} s (the simulator changes them at once; "
                        "a reply written in between can be misrouted for real)")
+        asked = self.sc.expiry * scale
+        if self.expiry != asked:
+            out.append(f"expiry {self.sc.expiry:g} s at time scale {scale:g} is {asked:.3g} "
+                       f"wall s, but channels_redis takes whole seconds: its messages lived "
+                       f"{self.expiry:g} wall s ({self.expiry / scale:g} scenario s), and "
+                       "the fates judge 'expired' by that")
+        guessed = [r for r in self.reqs if r.reply_outcome is not None
+                   and r.reply_predicted != r.reply_shard]
+        if guessed:
+            out.append(f"{len(guessed)} replies were written to another shard than "
+                       f"{self.sc.router}'s router predicted (first {guessed[0].channel}: "
+                       f"{guessed[0].reply_shard}, not {guessed[0].reply_predicted}); "
+                       "fates follow where they were written")
         late_faults = [a for a in self.applied if a.get("late")]
         if late_faults:
             worst = max(a["at"] - a["planned_at"] for a in late_faults)
@@ -1129,14 +1218,13 @@ class ReplayRun:
         return history[max(0, i - 1)][1]
 
     def _listen_shard(self, owner: str, channel: str, at: float) -> str:
+        """Where ``owner`` listened for ``channel`` at wall time ``at``: its profile's
+        router (`layer.routing`; channels_redis-4 or live:channels_redis for the
+        installed package) on the host list it had applied then."""
         hosts = self._hosts_at(owner, at)
-        nl = non_local_name(channel)
-        if self.stack == "channels_redis":
-            from channels_redis.utils import _consistent_hash
-            return hosts[_consistent_hash(nl, len(hosts))]
         if not hasattr(self, "_router"):
             self._router = make_router(self.sc.router)
-        return hosts[self._router.listen_shards(nl, hosts)[0]]
+        return hosts[self._router.listen_shards(non_local_name(channel), hosts)[0]]
 
     def _crashed_after(self, shard: str | None, at: float | None, end: float) -> float | None:
         if shard is None or at is None:
@@ -1151,11 +1239,15 @@ class ReplayRun:
         spans = [*self.shard_down.get(shard, ()), *self.cut_spans.get((sender, shard), ())]
         return not any(a <= at < b for a, b in spans)
 
+    def _down_at(self, shard: str, at: float) -> float | None:
+        """When ``shard``'s crash that covers wall time ``at`` began, or None."""
+        return next((a for a, b in self.shard_down.get(shard, ()) if a <= at < b), None)
+
     def _fates(self, found, found_req, end: float) -> dict[str, Any]:
         from sim.ledger import FATES, KINDS
 
         sc, scale = self.sc, self.scale
-        expiry = sc.expiry * scale
+        expiry = self.expiry  # what the layers were given
         by_kind = {k: dict.fromkeys(FATES, 0) for k in KINDS}
         sent = dict.fromkeys(KINDS, 0)
         writes = {k: dict.fromkeys(sc.shard_names, 0) for k in KINDS}
@@ -1170,6 +1262,11 @@ class ReplayRun:
             waiting[kind][reason] = waiting[kind].get(reason, 0) + 1
             return "in_flight"
 
+        failed = [r.id for r in self.reqs if "error" in (r.outcome, r.reply_outcome)]
+        if failed:  # the child reported it, which stops the run: no fate to give
+            raise ReplayError(f"{len(failed)} sends (first of request {failed[0]}) failed "
+                              "with an error that is neither a full channel nor a shard "
+                              "down or cut off")
         for r in self.reqs:
             if r.sending is None:
                 continue
@@ -1209,16 +1306,21 @@ class ReplayRun:
             owner_end = self.ended.get((r.iface, r.gen), math.inf)
             if r.reply_outcome == "ok":
                 writes["response"][r.reply_shard] += 1
-            # placement: a send that reached its shard (written, or refused full), as
-            # sim.runner records it; not one to a shard that was down or cut off
-            if (r.reply_outcome in ("ok", "full", "error") or (
-                    r.reply_outcome is None
-                    and self._reachable(r.taker[0], r.reply_shard, r.reply_at))):
+            # reached its shard (written, or refused full), as sim.world's _reachable
+            # lets a send through to placement and the rendezvous check: not one to a
+            # shard that was down or cut off (the simulator settles that first, as
+            # lost_in_crash / unreachable); a send that never finished counts when its
+            # shard was up and reachable then, or holds it
+            blocked = (r.reply_outcome is None and not r.recv
+                       and not self._reachable(r.taker[0], r.reply_shard, r.reply_at)
+                       and r.reply_shard not in found.get(r.channel, ()))
+            reached = r.reply_outcome in ("ok", "full") or (
+                r.reply_outcome is None and not blocked)
+            if reached:
                 placement[r.channel] = r.reply_shard
             if r.reply_outcome == "full":
                 full["response"] += 1
             listen = self._listen_shard(r.iface, r.channel, r.reply_at)
-            reached = r.reply_outcome in ("ok", "full", None, "error")
             misrouted = reached and r.reply_at < owner_end and r.reply_shard != listen
             if misrouted:  # a rendezvous violation, as the simulator's monitor counts it
                 misroutes.append({"time": self._scen(r.reply_at), "sender": r.taker[0],
@@ -1239,9 +1341,10 @@ class ReplayRun:
                 fate = "misrouted"
             elif r.reply_outcome == "full":
                 fate = "rejected_full"
-            elif r.reply_outcome == "unreachable":
+            elif r.reply_outcome == "unreachable" or (
+                    blocked and self._down_at(r.reply_shard, r.reply_at) is None):
                 fate = "unreachable"
-            elif r.reply_outcome == "down":
+            elif r.reply_outcome == "down" or blocked:
                 fate = "orphaned" if owner_end <= r.reply_at else "lost_in_crash"
             else:
                 crash = self._crashed_after(r.reply_shard, r.reply_at, end)
@@ -1267,7 +1370,12 @@ class ReplayRun:
         by_kind["response"]["duplicate"] += dupes
         sent["response"] += dupes
         unbalanced = [k for k in KINDS if sum(by_kind[k].values()) != sent[k]]
-        if unbalanced:
+        conservation = {"holds": not unbalanced, "violations": len(unbalanced),
+                        "checked": len(KINDS), "first_violation": (
+                            {"kind": unbalanced[0], "sent": sent[unbalanced[0]],
+                             "fates": sum(by_kind[unbalanced[0]].values())}
+                            if unbalanced else None)}
+        if unbalanced:  # one fate per message, or no result at all
             raise ReplayError(f"fates do not add up for {', '.join(unbalanced)}: sent {sent}, "
                               f"fates {by_kind}")
         fates = {f: sum(by_kind[k][f] for k in KINDS) for f in FATES}
@@ -1305,8 +1413,7 @@ class ReplayRun:
                                "first_violation": misroutes[0] if misroutes else None},
                 "at_most_once": {"holds": dupes == 0, "violations": dupes,
                                  "checked": sent["response"], "first_violation": None},
-                "conservation": {"holds": True, "violations": 0, "checked": len(KINDS),
-                                 "first_violation": None},
+                "conservation": conservation,
             },
             "channel_full_errors": full,
             "shard_writes": totals,

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("redis", reason="redis-py is not installed; pip install 'shardlab[real]'")
 
 from shardlab.replay import compare_placement, compare_results, main  # noqa: E402
+from shardlab.replay_proc import ReplayRun  # noqa: E402
 from sim.runner import run_scenario  # noqa: E402
 from redis_checks import redis_flags  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
@@ -35,20 +36,42 @@ def _misrouted_row(sim: dict, real: dict, router: str) -> dict:
                 if f["kind"] == "response" and f["fate"] == "misrouted")
 
 
+def _fates_add_up(run: dict) -> None:
+    """Conservation, recomputed from the result's own counts: each kind's fates add up
+    to what was sent, the totals are the kinds' sums, and no more replies were sent
+    (duplicates aside) than requests were served."""
+    by_kind = run["fates_by_kind"]
+    for kind, fates in by_kind.items():
+        assert sum(fates.values()) == run["sent"][kind], (kind, fates, run["sent"])
+    assert run["fates"] == {f: sum(by_kind[k].get(f, 0) for k in by_kind)
+                            for f in run["fates"]}
+    assert (run["sent"]["response"] - by_kind["response"]["duplicate"]
+            <= by_kind["request"]["delivered"])
+
+
 def _check_run(run: dict) -> None:
     assert run["mode"] == "real" and run["processes"] == "separate"
-    assert run["invariants"]["conservation"]["holds"]
-    for kind, fates in run["fates_by_kind"].items():
-        assert sum(fates.values()) == run["sent"][kind]
+    _fates_add_up(run)
     assert run["sent"]["request"] == 40
     assert "wall" in run and "elapsed_s" in run["wall"]
 
 
-def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_path, capsys):
+def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_path, capsys,
+                                                     monkeypatch):
     """Invariant: through the installed channels_redis (channels_redis-4 rule) on 3 real
     servers, the misrouted share of responses lies inside the sampling interval of the
-    simulation's, and is not zero (the #221 loss happens for real); fates add up."""
+    simulation's, and is not zero (the #221 loss happens for real); fates add up; the
+    placement reported is where the package's send wrote (what the servers hold at the
+    end agrees), and it is the simulator's, per name."""
     pytest.importorskip("channels_redis.core", reason="channels_redis is not installed")
+    held: dict = {}
+    inspect = ReplayRun._inspect
+
+    def recording(self):  # what the servers hold after the run, before its cleanup
+        found, found_req, queued = inspect(self)
+        held.update(found)
+        return found, found_req, queued
+    monkeypatch.setattr(ReplayRun, "_inspect", recording)
     out = tmp_path / "real.json"
     assert main(["replay", small, "--stack", "channels_redis", *redis_flags(redis_urls),
                  "--time-scale", TIME_SCALE, "--json", str(out), "--quiet"]) == 0
@@ -68,6 +91,11 @@ def test_channels_redis_replay_misroutes_as_simulated(redis_urls, small, tmp_pat
     assert placed["method"] == "per name" and placed["only_b"] == 0
     assert placed["common"] == run["sent"]["response"] >= 30
     assert placed["same"] == placed["common"], placed["first_differences"]
+    # A misrouted reply stays where the package wrote it (its owner waits elsewhere):
+    # the servers hold each reply left over on the shard the placement names.
+    placement = run["placement"]["response"]
+    assert len(held) >= run["fates_by_kind"]["response"]["misrouted"] > 0
+    assert held == {ch: {placement[ch]} for ch in held}
 
 
 def test_shardlab_replay_misroutes_as_simulated_and_fixed_none(redis_urls, small, tmp_path):
@@ -160,23 +188,36 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
     assert needle in err, err
 
 
-def test_replay_uses_the_simulators_names_and_arrivals():
-    """Invariant: the replay's requests are the simulator's: same arrival times, same
-    interface server for each, same reply channel names (prefix + local_token(n))."""
-    from layer.names import local_token
-    from shardlab.replay import iface_letters
-    from sim.load import schedule
+IFACE_CRASHES = [
+    # iface1 down twice (generations 0, 1, 2); iface2 down meanwhile: a draw of iface1
+    # goes to iface2, or to iface0 while both are down ("the next one up")
+    {"kind": "iface_crash", "at": 0.8, "target": "iface1", "duration": 1.0},
+    {"kind": "iface_crash", "at": 1.2, "target": "iface2", "duration": 1.0},
+    {"kind": "iface_crash", "at": 2.5, "target": "iface1", "duration": 0.5},
+]
 
-    sc = load_scenario(None, {"load": {"requests": 50}})
+
+@pytest.mark.parametrize("overrides", [
+    {"load": {"requests": 50}},
+    {"interface_servers": 3, "load": {"kind": "poisson", "rate": 40.0, "requests": 150},
+     "faults": IFACE_CRASHES},
+], ids=["default", "iface_crashes"])
+def test_replay_uses_the_simulators_names_and_arrivals(overrides):
+    """Invariant: the requests a replay plans are the simulator's: same arrival times,
+    same interface server and generation for each (the next one up while one is down),
+    same reply channel names (each generation's prefix + local_token(n))."""
+    sc = load_scenario(None, overrides)
     events = run_scenario(sc, events=True)["events"]
-    simulated = [(round(e[1], 6), e[2], e[5]) for e in events if e[0] == "request"]
-    counts = [0] * sc.interface_servers
-    replayed = []
-    for t, i in schedule(sc):
-        channel = f"http.response.{iface_letters(sc, i)}!{local_token(counts[i])}"
-        counts[i] += 1
-        replayed.append((round(t, 6), f"iface{i}", channel))
-    assert replayed == simulated
+    simulated = [(round(e[1], 6), e[2], e[3], e[5]) for e in events if e[0] == "request"]
+    run = ReplayRun(sc, ["redis://127.0.0.1:1/0"] * sc.shards, "shardlab", 1.0, "asgi")
+    planned = [(round(r.t, 6), r.iface, r.gen, r.channel) for r in run.reqs]
+    assert planned == simulated
+    # what each interface server process is given is exactly that, per generation
+    assert sorted((rid, t, ch) for part in run.plan.values() for rid, t, ch in part) == [
+        (r.id, r.t, r.channel) for r in run.reqs]
+    if sc.faults:
+        assert {(r.iface, r.gen) for r in run.reqs} >= {("iface1", 2), ("iface2", 1)}
+        assert len({r.iface for r in run.reqs if 1.2 < r.t < 1.8}) == 1  # iface0 alone
 
 
 def test_servers_are_stopped_on_error(redis_binary):

@@ -328,3 +328,199 @@ def test_sigterm_with_given_servers_says_only_what_stopped(redis_urls, tmp_path)
         "are not ours: left running)"], err
     ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in redis_urls]
     assert all(ping(p) for p in ports)
+
+
+# -- the parent's bookkeeping, fed a request's events (no servers) -------------------------
+
+class _Proc:
+    def __init__(self, name: str, gen: int = 0):
+        self.name, self.gen = name, gen
+
+
+def _planned(sc, stack: str = "shardlab", scale: float = 1.0) -> ReplayRun:
+    run = ReplayRun(sc, ["redis://127.0.0.1:1/0"] * sc.shards, stack, scale, "asgi")
+    run.t0 = 100.0
+    return run
+
+
+def _serve(run: ReplayRun, rid: int, at: float, predicted: str, written: str | None,
+           outcome: str | None = "ok") -> None:
+    """Request ``rid`` sent at wall ``at``, taken and served by worker0, its reply
+    predicted on ``predicted``; ``replied`` (written to ``written``) unless
+    ``outcome`` is None (the send never finished)."""
+    iface, worker = _Proc(run.reqs[rid].iface), _Proc("worker0")
+    shard = run.sc.shard_names[0]
+    run._event(iface, ("sending", rid, at))
+    run._event(iface, ("sent", rid, "ok", shard, at + 0.001))
+    run._event(worker, ("take", rid, at + 0.002))
+    run._event(worker, ("served", rid, at + 0.003))
+    run._event(worker, ("reply", rid, predicted, at + 0.004))
+    if outcome is not None:
+        run._event(worker, ("replied", rid, outcome, written, at + 0.005))
+
+
+def _fates_of(run: ReplayRun, rid: int, end: float) -> dict:
+    """The result for the requests fed so far (the others were never offered)."""
+    for r in run.reqs:
+        if r.id != rid:
+            r.sending = None
+    return run._fates({}, {}, end)
+
+
+def _warnings(run: ReplayRun, result: dict) -> list[str]:
+    return run._warnings({**result, "wall": {"overrun_s": 0.0}}, 0)
+
+
+def _listened_and_other(run: ReplayRun, rid: int) -> tuple[str, str]:
+    r = run.reqs[rid]
+    listen = run._listen_shard(r.iface, r.channel, 0.0)
+    return listen, next(s for s in run.sc.shard_names if s != listen)
+
+
+def test_a_reply_is_placed_where_the_send_wrote_it(small):
+    """Invariant: placement, writes per shard and misroutes follow the shard the
+    layer's own send chose (``replied``), not the router's prediction made before it;
+    a prediction that differs is reported as a warning."""
+    run = _planned(load_scenario(small, {"router": "fixed"}))
+    listen, other = _listened_and_other(run, 0)
+    _serve(run, 0, 101.0, predicted=listen, written=other)
+    result = _fates_of(run, 0, 102.0)
+    assert result["placement"]["response"] == {run.reqs[0].channel: other}
+    assert result["shard_load"]["by_kind"]["response"][other] == 1
+    assert result["fates_by_kind"]["response"]["misrouted"] == 1
+    assert result["invariants"]["rendezvous"]["first_violation"]["shard_written"] == other
+    assert any("another shard than fixed's router predicted" in w
+               for w in _warnings(run, result))
+    # a send that never finished falls back on the prediction
+    run = _planned(load_scenario(small, {"router": "fixed"}))
+    _serve(run, 0, 101.0, predicted=listen, written=None, outcome=None)
+    assert _fates_of(run, 0, 102.0)["placement"]["response"] == {run.reqs[0].channel: listen}
+
+
+@pytest.mark.parametrize("fault", ["shard_crash", "partition"])
+def test_an_unfinished_reply_to_a_shard_it_could_not_reach_is_not_misrouted(small, fault):
+    """Invariant: a reply send that never finished, to a shard that was down (or cut
+    off from the worker) when it began, did not reach the shard: not placed, not
+    misrouted, but lost_in_crash (unreachable), as the simulator settles it first."""
+    run = _planned(load_scenario(small, {"router": "fixed"}))
+    listen, other = _listened_and_other(run, 0)
+    if fault == "shard_crash":
+        run.shard_down[other].append([100.5, 101.5])
+    else:
+        run.cut_spans[("worker0", other)] = [[100.5, 101.5]]
+    _serve(run, 0, 101.0, predicted=other, written=None, outcome=None)
+    result = _fates_of(run, 0, 102.0)
+    assert result["placement"]["response"] == {}
+    assert result["fates_by_kind"]["response"]["misrouted"] == 0
+    fate = "lost_in_crash" if fault == "shard_crash" else "unreachable"
+    assert result["fates_by_kind"]["response"][fate] == 1
+    assert result["invariants"]["rendezvous"]["holds"]
+
+
+def test_expired_is_judged_by_the_expiry_the_package_was_given(small):
+    """Invariant: with channels_redis (whole seconds) the expiry the processes get and
+    the one the fates judge by are the same number (3 s * 0.25 = 0.75 s becomes 1 s):
+    a reply found nowhere 0.9 s after it was written has not expired; a warning says
+    the expiry was rounded."""
+    sc = load_scenario(small, {"router": "channels_redis-4", "expiry": 3.0})
+    run = _planned(sc, "channels_redis", 0.25)
+    assert run.expiry == 1 and run._spec("worker0", 0)["expiry"] == run.expiry
+    listen, _ = _listened_and_other(run, 0)
+    _serve(run, 0, 101.0, predicted=listen, written=listen)
+    result = _fates_of(run, 0, 101.004 + 0.9)
+    assert result["fates_by_kind"]["response"]["expired"] == 0
+    assert result["fates_by_kind"]["response"]["in_flight"] == 1
+    assert any("takes whole seconds" in w for w in _warnings(run, result))
+    run = _planned(sc, "channels_redis", 0.25)
+    _serve(run, 0, 101.0, predicted=listen, written=listen)
+    assert _fates_of(run, 0, 101.004 + 1.1)["fates_by_kind"]["response"]["expired"] == 1
+    assert _planned(sc, "shardlab", 0.25).expiry == 0.75  # layer.redis takes it as is
+
+
+@pytest.mark.parametrize("load", [
+    {"kind": "fixed", "rate": 2.0, "requests": 3},
+    {"kind": "burst", "rate": 1.0, "burst_size": 2, "burst_interval": 1.5, "requests": 4},
+    {"kind": "poisson", "rate": 5.0},
+])
+def test_the_load_ends_when_the_simulators_does(load):
+    """Invariant: the replay's planned end of load and end of run are the simulator's
+    (the wait after the last burst counted, a timed load lasting its duration), so a
+    fault in that last gap is applied."""
+    from sim.load import load_end
+    from sim.runner import run_scenario
+    from sim.scenario import scenario_from_dict
+
+    sc = scenario_from_dict({"router": "fixed", "interface_servers": 1, "workers": 1,
+                             "duration": 3.0, "drain": 0.2, "load": load,
+                             "faults": [{"kind": "worker_crash", "at": 1.3,
+                                         "target": "worker0", "duration": 0.1}]})
+    run = _planned(sc)
+    assert run.load_end == load_end(sc) > run.reqs[-1].t
+    assert round(run.sim_end, 6) == run_scenario(sc)["end_time_s"]
+    assert [a[2] for a in run.actions] == ["begin", "end"]  # both inside the run
+
+
+# -- child side: which errors are retried ----------------------------------------------------
+
+class _FailingLayer:
+    def __init__(self, error: BaseException):
+        self.error, self.calls = error, 0
+
+    async def receive(self, channel):
+        self.calls += 1
+        raise self.error
+
+    async def send(self, channel, message):
+        raise self.error
+
+
+def _node(small, role: str):
+    from shardlab.replay_proc import _IfaceNode, _WorkerNode
+    run = _planned(load_scenario(small, {"router": "fixed"}), scale=0.01)
+    name = "iface0" if role == "iface" else "worker0"
+    events: list = []
+    cls = _IfaceNode if role == "iface" else _WorkerNode
+    return cls(run._spec(name, 0), lambda *ev: events.append(ev)), events, run
+
+
+@pytest.mark.parametrize("error, retried", [
+    (ConnectionError("refused"), True), (OSError("no route"), True),
+    (TypeError("a bug"), False), (ValueError("wrong client prefix"), False)])
+def test_only_a_shard_down_or_cut_off_is_retried(small, error, retried):
+    """Invariant: a receive that fails because its shard is down or cut off is tried
+    again; any other error is reported to the parent (one "error" event naming it),
+    which stops the run with ReplayError; a send failing so is reported too, and its
+    "error" outcome is never given a fate."""
+    import asyncio
+
+    from shardlab.replay_proc import ReplayError
+
+    node, events, run = _node(small, "iface")
+    node.layer = layer = _FailingLayer(error)
+
+    async def receiving():
+        task = asyncio.create_task(node.await_reply(0, run.reqs[0].channel))
+        await asyncio.sleep(0.2)
+        finished = task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return finished
+    finished = asyncio.run(receiving())
+    assert finished is not retried
+    assert (layer.calls > 2) is retried
+    errors = [e for e in events if e[0] == "error"]
+    assert errors == ([] if retried else [
+        ("error", f"iface0: receive on {run.reqs[0].channel}: {type(error).__name__}: "
+                  f"{error}")])
+    outcome, _ = asyncio.run(node.send(layer, "http.request", {"id": 0}))
+    assert (outcome == "error") is not retried
+    if not retried:
+        with pytest.raises(ReplayError, match="a replay process failed: iface0: send"):
+            run._event(_Proc("iface0"), events[-1])
+        worker, _, _ = _node(small, "worker")
+        worker.layer = _FailingLayer(error)
+        with pytest.raises(type(error)):  # out of run(): the child reports it and exits
+            asyncio.run(worker.run(0.0))
+        _serve(run, 0, 101.0, predicted="shard0", written="shard0", outcome="error")
+        with pytest.raises(ReplayError, match="neither a full channel nor a shard down"):
+            _fates_of(run, 0, 102.0)
