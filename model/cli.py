@@ -11,7 +11,6 @@ into exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -35,6 +34,9 @@ DEFAULT_FAULTS = ("shard_crash", "expiry", "worker_crash", "capacity", "partitio
 #: The default small configuration (each overridden by a scenario, then by a flag).
 DEFAULTS = {"servers": 2, "workers": 2, "shards": 2, "requests_per_server": 2,
             "seed": 1, "capacity": 1, "draws": 4, "max_states": 2_000_000}
+
+#: Beyond these (requests in all, workers) a search takes minutes to hours: say so.
+LARGE = {"requests": 6, "workers": 4}
 
 _NUMBERS = {  # flag -> (Config field or None, low, high)
     "--servers": ("servers",) + LIMITS["servers"],
@@ -215,6 +217,16 @@ def settings(args: argparse.Namespace) -> tuple[list[str], Config, dict]:
               "symmetry": not args.no_symmetry}
     if args.json is not None:
         check_output_path(args.json, inputs=[args.scenario or ""])
+    requests = base.servers * base.requests_per_server
+    if requests > LARGE["requests"] or base.workers > LARGE["workers"]:
+        Console(stderr=True).print(
+            f"note: {base.servers} interface servers x {base.requests_per_server} requests "
+            f"and {base.workers} workers is beyond what an exhaustive search finishes "
+            f"quickly (the default, 2 x 2 requests and 2 workers, takes seconds per "
+            f"router); this may run "
+            f"for hours: --max-states (now {search['max_states']:,} per draw) caps each "
+            "search and says what it covered, --draws 1 checks one name draw",
+            highlight=False, soft_wrap=True)
     return routers, base, search
 
 

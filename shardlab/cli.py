@@ -8,7 +8,6 @@ files are written whole (to a temporary file, then renamed) or not at all.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -18,7 +17,6 @@ from rich.table import Table
 
 from layer import names
 from layer.routing import PROFILE_NAMES, RouterError, live_available, make_router
-from sim.ledger import FATES
 from experiments import ExperimentError
 from experiments.cli import add_experiment_parser
 from model import CheckError
@@ -283,6 +281,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     base = load_scenario(args.scenario, overrides)
+    if args.requests is not None and base.interface_servers == 0:
+        raise UsageError(f"--requests {args.requests}: scenario {base.name!r} has no "
+                         "client load (interface_servers = 0: a scripted story alone); "
+                         "allowed only with interface servers")
     if args.requests is not None:
         overrides["load"] = {**_load_table(args.scenario), "requests": args.requests}
         base = load_scenario(args.scenario, overrides)
@@ -359,6 +361,8 @@ def _hash_seeds(text: str) -> tuple[int, int]:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        check_output_path(args.json)
     routers = list(dict.fromkeys(args.router)) if args.router else _default_routers()
     hosts = tuple(f"shard{i}" for i in range(args.hosts))
     send_seed, listen_seed = args.hash_seeds
@@ -396,8 +400,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     for line in skipped:
         err.print(f"not routable: {line}", highlight=False, soft_wrap=True)
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if args.json is not None:
+        write_json_atomic(args.json, rows)
         return 0
     t = Table(title=f"where each channel goes with {args.hosts} host(s)", title_justify="left")
     for col in ("channel", "router", "kind", "stored under", "send to", "listens on",
@@ -496,10 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SENDER,LISTENER",
                    help="PYTHONHASHSEED of the sending and the listening process, for "
                         "channels_redis-pubsub-3.3 (default: 1,2)")
-    q.add_argument("--json", action="store_true",
-                   help="print JSON: a list of {name, router, hosts, kind, stored_under, "
-                        "send_rule, send_shard (null unless hashed), listen_shards, "
-                        "group_send_shard, meets, hash_seeds}")
+    q.add_argument("--json", nargs="?", const=STDOUT, metavar="PATH",
+                   help="JSON instead of the table, on stdout (or written to PATH, as "
+                        "the other commands' --json): a list of {name, router, hosts, "
+                        "kind, stored_under, send_rule, send_shard (null unless hashed), "
+                        "listen_shards, group_send_shard, meets, hash_seeds}; give it "
+                        "after the names")
     q.set_defaults(func=cmd_route)
 
     add_check_parser(sub)

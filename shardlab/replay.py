@@ -445,8 +445,9 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                     "SIGKILL and restarts it empty (needs --redis-servers), worker_crash "
                     "and iface_crash kill and restart the process, partition and "
                     "host_change reconfigure the processes' layers. Scripted scenarios, "
-                    "reply by group and per-process overrides are refused. Names, arrivals "
-                    "and service times come from the simulator's seeded streams. Fates "
+                    "reply by group, per-process overrides and clusters are refused. "
+                    "Names, arrivals and service times come from the simulator's seeded "
+                    "streams. Fates "
                     "come from what the processes saw and from inspecting the servers "
                     "afterwards. At most %d processes (interface_servers + workers). A "
                     "run that cannot keep up with its time scale still offers every "
@@ -522,8 +523,8 @@ def _validate_result(path: str, data: dict[str, Any]) -> None:
     """One-line UsageError for the first value of a result file that a run cannot
     have produced, naming the file, the key path and the value: counts that are not
     non-negative integers, fates that do not add up to what was sent, a latency that
-    is not a non-negative number, a router given twice, a placement shard that is not
-    a shard name."""
+    is not a non-negative number, totals (``fates``) that are not the sums over the
+    kinds, a router given twice, a placement shard that is not a shard name."""
     def bad(where: str, value: Any, allowed: str) -> UsageError:
         text = json.dumps(value)
         if len(text) > 60:
@@ -571,6 +572,13 @@ def _validate_result(path: str, data: dict[str, Any]) -> None:
             if sent[kind] and kind not in fates_by_kind:
                 raise bad(f"{at}.sent.{kind}", sent[kind],
                           f"a count with its fates under {at}.fates_by_kind.{kind}")
+        if "fates" in r:  # the totals, when given, are the sums over the kinds
+            totals = mapping(f"{at}.fates", r["fates"])
+            for fate, n in totals.items():
+                want = sum(f.get(fate, 0) for f in fates_by_kind.values())
+                if count(f"{at}.fates.{fate}", n) != want:
+                    raise bad(f"{at}.fates.{fate}", n, f"the sum of {at}.fates_by_kind.*."
+                              f"{fate} = {want}")
         latency = mapping(f"{at}.latency_s", r["latency_s"])
         for q in ("p50", "p99"):
             v = latency.get(q)

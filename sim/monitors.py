@@ -65,6 +65,13 @@ class Monitors:
                                            "sender": sender, "shard": shard,
                                            "deliveries": deliveries})
 
+    def on_delivered(self, now: float, channel: str, times: int) -> None:
+        """A message handed to a receiver, the ``times``-th time (queue storages)."""
+        self.checked["at_most_once"] += 1
+        if not _at_most_once(times):
+            self._violate("at_most_once", {"time": round(now, 6), "channel": channel,
+                                           "deliveries": times})
+
     def on_end(self, sent: Mapping[str, int], fates: Mapping[str, Mapping[str, int]]) -> None:
         for kind, n in sent.items():
             self.checked["conservation"] += 1

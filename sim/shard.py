@@ -48,7 +48,7 @@ class Msg:
         self.t0 = start
         self.ttl = False          # True: a key_ttl message (expires at t0 + expiry)
         self.misrouted = False    # written where its listener never looks
-        self.done = False         # its fate is in the ledger
+        self.done = 0             # its fate is in the ledger (world._SETTLED, _DELIVERED)
         self.group = group
         self.trace: dict | None = None  # scripted messages only: what happened to it
 

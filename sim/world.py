@@ -511,6 +511,10 @@ class Actor(Iface):
         self.start_listening()
 
 
+#: ``Msg.done`` once settled: by a delivery, or by any other fate.
+_SETTLED, _DELIVERED = 1, 2
+
+
 class World:
     """One run of one scenario; ``events=True`` keeps the event log (`sim.events`) in
     ``events`` (None when off)."""
@@ -566,10 +570,18 @@ class World:
 
     # -- accounting -----------------------------------------------------------------
     def settle(self, msg: Msg, fate: int, at: float | None = None) -> None:
-        """Give ``msg`` its one fate (a second call for the same message is ignored)."""
+        """Give ``msg`` its one fate (a second call for the same message is ignored).
+
+        Every delivery is also shown to the at_most_once monitor: a message delivered
+        a second time (``done`` is `_DELIVERED` already) breaks it, whatever storage
+        carried it.
+        """
+        if fate == DELIVERED:
+            self.monitors.on_delivered(self.env.now if at is None else at, msg.channel,
+                                       2 if msg.done == _DELIVERED else 1)
         if msg.done:
             return
-        msg.done = True
+        msg.done = _DELIVERED if fate == DELIVERED else _SETTLED
         if msg.misrouted and fate in _MISROUTE_WINS:
             fate = MISROUTED
         elif fate in _ORPHAN_WINS and msg.kind != REQUEST and msg.owner is not None:

@@ -105,6 +105,17 @@ def test_json_shape(tmp_path, capsys):
     assert steps[0]["step"] == 1 and {"action", "actor", "verb", "text"} <= set(steps[0])
 
 
+def test_a_large_configuration_is_warned_about(capsys):
+    """A configuration far beyond the default gets a note on stderr naming the cap
+    (--max-states) before the search starts; the default gets none."""
+    code, _, err = run(["--router", "fixed", "--servers", "4", "--workers", "20",
+                        "--max-states", "500", "--draws", "1", "--quiet"], capsys)
+    assert code == 0 and "beyond what an exhaustive search finishes quickly" in err
+    assert "--max-states (now 500 per draw)" in err
+    code, _, err = run(["--router", "fixed", "--draws", "1", "--quiet"], capsys)
+    assert code == 0 and "beyond" not in err
+
+
 def test_json_dash_prints_only_the_json_on_stdout(tmp_path, capsys, monkeypatch):
     """Invariant: ``--json -`` puts the JSON document, and nothing else, on stdout, and
     writes no file named '-'."""

@@ -203,6 +203,9 @@ def _run(router="fixed", sent=40, misrouted=0, **extra):
      "runs[0].fates_by_kind.response = {\"delivered\": 40, \"misrouted\": 0} is not "
      "allowed; allowed: fates adding up to runs[0].sent.response = 0"),
     ({**_run(), "sent": {"request": -1, "response": 40}}, "runs[0].sent.request = -1"),
+    (_run(fates={"delivered": 85, "misrouted": 0}),
+     "runs[0].fates.delivered = 85 is not allowed; allowed: the sum of "
+     "runs[0].fates_by_kind.*.delivered = 80"),
     (_run(placement={"response": {"x!1": 1}}),
      "runs[0].placement.response['x!1'] = 1 is not allowed; allowed: a shard name"),
 ])

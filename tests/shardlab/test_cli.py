@@ -1,11 +1,13 @@
 """shardlab.cli: ``run`` and ``route`` through the real entry point; bad input, --json."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from shardlab.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--shards", "2", "--requests", "40"]
 
 
@@ -32,6 +34,8 @@ def cli(argv, capsys):
     (["route", "http.response.ab!c", "--hosts", "0"], ["--hosts", "'0'", "from 1 to 64"]),
     (["route", "bad name!", "--router", "fixed"], ["bad name!", "fixed"]),
     (["route", "x", "--hash-seeds", "1"], ["--hash-seeds", "SENDER,LISTENER"]),
+    (["run", str(ROOT / "scenarios/field/01-direct-send-specific.toml"), "--requests", "5"],
+     ["--requests 5", "has no client load", "allowed only with interface servers"]),
     (["run", "--nope"], ["unrecognized arguments: --nope", "'shardlab run --help'"]),
     (["experiment", "list", "--bogus"], ["--bogus", "'shardlab experiment list --help'"]),
 ])
@@ -86,3 +90,13 @@ def test_route_json_names_send_and_listen_shards(capsys):
     fixed = rows[1]
     assert fixed["meets"] is True and fixed["send_shard"] in fixed["listen_shards"]
     assert all(0 <= s < 4 for r in rows for s in r["listen_shards"])
+
+
+def test_route_json_goes_to_stdout_or_to_a_file(tmp_path, capsys):
+    """``route --json`` prints the rows; ``--json PATH`` writes the same bytes there."""
+    code, out, _ = cli(["route", "http.request", "--router", "fixed", "--json"], capsys)
+    assert code == 0 and json.loads(out)[0]["name"] == "http.request"
+    path = tmp_path / "rows.json"
+    code, printed, _ = cli(["route", "http.request", "--router", "fixed", "--json",
+                            str(path)], capsys)
+    assert code == 0 and printed == "" and path.read_text() == out

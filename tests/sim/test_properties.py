@@ -165,3 +165,22 @@ def test_conservation_violation_is_recorded():
     r = m.report()["conservation"]
     assert r["checked"] == 2 and r["violations"] == 1
     assert r["first_violation"] == {"kind": "response", "sent": 2, "fates": 1}
+
+
+def test_a_second_delivery_of_one_message_breaks_at_most_once():
+    """Invariant (at_most_once, queue storages): the world shows every delivery to the
+    monitor; a message handed over a second time is a violation, the first is not, and
+    the ledger still counts it once."""
+    from sim.ledger import DELIVERED
+    from sim.scenario import scenario_from_dict
+    from sim.shard import Msg
+    from sim.world import World
+    world = World(scenario_from_dict({"interface_servers": 1, "workers": 1}, "t"))
+    msg = Msg(0, None, 0, "http.request", 0.0)
+    world.settle(msg, DELIVERED)
+    assert world.monitors.report()["at_most_once"]["violations"] == 0
+    world.settle(msg, DELIVERED)
+    r = world.monitors.report()["at_most_once"]
+    assert r["checked"] == 2 and r["violations"] == 1
+    assert r["first_violation"]["deliveries"] == 2
+    assert sum(world.ledger.fates[0]) == 1
