@@ -24,7 +24,8 @@ from model.cli import add_check_parser
 from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
 from shardlab.replay import add_compare_parser, add_replay_parser
-from sim.scenario import MAX_REQUESTS, ScenarioError, load_scenario
+from shardlab.scenario_args import add_override_args, load_with_overrides
+from sim.scenario import ScenarioError, load_scenario
 
 __all__ = ["main"]
 
@@ -275,19 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_output_path(args.json, inputs=[args.scenario or ""])
-    overrides: dict[str, Any] = {}
-    if args.shards is not None:
-        overrides["shards"] = args.shards
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    base = load_scenario(args.scenario, overrides)
-    if args.requests is not None and base.interface_servers == 0:
-        raise UsageError(f"--requests {args.requests}: scenario {base.name!r} has no "
-                         "client load (interface_servers = 0: a scripted story alone); "
-                         "allowed only with interface servers")
-    if args.requests is not None:
-        overrides["load"] = {**_load_table(args.scenario), "requests": args.requests}
-        base = load_scenario(args.scenario, overrides)
+    base, overrides = load_with_overrides(args)
     if args.router:
         routers = list(dict.fromkeys(args.router))
     elif args.scenario is None:
@@ -337,13 +326,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         for t in traces:
             out.print(t)
     return 0
-
-
-def _load_table(path: str | None) -> dict[str, Any]:
-    from sim.scenario import read_scenario_data
-    data, _ = read_scenario_data(path)
-    load = data.get("load", {})
-    return dict(load) if isinstance(load, dict) else {}
 
 
 # -- shardlab route ---------------------------------------------------------------------
@@ -464,13 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--router", action="append", type=router_arg, metavar="NAME",
                    help="router profile to run (repeatable; default: the scenario's, or "
                         "every profile for the built-in scenario)")
-    r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
-                   help="number of Redis shards (overrides the scenario)")
-    r.add_argument("--requests", type=int_arg(1, MAX_REQUESTS), metavar="N",
-                   help="stop the load after N client requests, 1 to 10000000 (overrides "
-                        "the duration)")
-    r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
-                   help="seed of every random stream (overrides the scenario)")
+    add_override_args(r)
     r.add_argument("--json", metavar="PATH",
                    help="write the whole result as JSON (no wall-clock figures in it); "
                         "'-' prints it on stdout instead of the table")

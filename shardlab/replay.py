@@ -74,10 +74,10 @@ from typing import Any
 from layer.routing import PROFILE_NAMES, ROUTERS, make_router
 from sim.ledger import FATES
 from sim.load import schedule
-from sim.scenario import MAX_REQUESTS
 from shardlab.output import (STDOUT, UsageError, check_output_path, int_arg, router_arg,
                              write_json_atomic)
 from shardlab.replay_proc import MAX_PROCESSES
+from shardlab.scenario_args import add_override_args, load_with_overrides
 
 __all__ = ["add_replay_parser", "cmd_replay", "replay_scenario", "add_compare_parser",
            "cmd_compare", "compare_results", "STACKS"]
@@ -274,27 +274,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from shardlab.cli import _load_notes, _notes, _run_table, _stdout_console, _title
-    from sim.scenario import load_scenario, read_scenario_data
+    from sim.scenario import load_scenario
 
     if args.json is not None:
         check_output_path(args.json, inputs=[args.scenario or ""])
     if args.redis and args.redis_servers is not None:
         raise UsageError("give --redis URL... or --redis-servers N, not both")
-    overrides: dict[str, Any] = {}
-    if args.shards is not None:
-        overrides["shards"] = args.shards
-    elif args.redis:
-        overrides["shards"] = len(args.redis)
-    elif args.redis_servers is not None:
-        overrides["shards"] = args.redis_servers
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.requests is not None:
-        data, _ = read_scenario_data(args.scenario)
-        load = data.get("load", {})
-        overrides["load"] = {**(dict(load) if isinstance(load, dict) else {}),
-                             "requests": args.requests}
-    base = load_scenario(args.scenario, overrides)
+    base, overrides = load_with_overrides(
+        args, len(args.redis) if args.redis else args.redis_servers)
     routers = list(dict.fromkeys(args.router)) if args.router else [base.router]
     scenarios = [load_scenario(args.scenario, {**overrides, "router": r}) for r in routers]
     for sc in scenarios:
@@ -476,13 +463,7 @@ def add_replay_parser(sub) -> argparse.ArgumentParser:
                    help="wall seconds per scenario second, from 0.001 to 1000 (default 1; "
                         "0.1 runs 10x faster; a small scale the machine cannot follow "
                         "is warned about)")
-    r.add_argument("--shards", type=int_arg(1, 64), metavar="N",
-                   help="number of shards (overrides the scenario)")
-    r.add_argument("--requests", type=int_arg(1, MAX_REQUESTS), metavar="N",
-                   help="stop the load after N client requests, 1 to 10000000 (overrides "
-                        "the duration)")
-    r.add_argument("--seed", type=int_arg(0, 2**63 - 1), metavar="N",
-                   help="seed of every random stream (overrides the scenario)")
+    add_override_args(r)
     r.add_argument("--json", metavar="PATH",
                    help="write the result as JSON: the shape of 'shardlab run --json' with "
                         "mode 'real', stack, time_scale, processes 'separate', "
